@@ -1,6 +1,19 @@
-"""floss_core: gradient flossing (Engelken, NeurIPS 2023) for ensembles of recurrent networks in PyTorch."""
+"""floss_core: gradient flossing (Engelken, NeurIPS 2023) for ensembles of recurrent networks in PyTorch.
+
+The public API is what this module re-exports; everything else may change.
+"""
+from .config import FlossConfig, FlossSchedule, ModelConfig, TrainConfig
+from .flossing import FlossResult, floss, flossing_loss, flossing_spectrum
 from .lyapunov import lyapunov_spectrum, tangent_step
 from .models import TanhRNN
+from .tasks import TASKS, TaskBatch, TaskConfig, delay_from_author, make_batch
+from .training import History, rollout, task_loss, train
 
-__all__ = ["TanhRNN", "lyapunov_spectrum", "tangent_step"]
+__all__ = [
+    "TanhRNN", "lyapunov_spectrum", "tangent_step",
+    "ModelConfig", "FlossConfig", "FlossSchedule", "TrainConfig", "TaskConfig",
+    "TASKS", "TaskBatch", "make_batch", "delay_from_author",
+    "floss", "flossing_loss", "flossing_spectrum", "FlossResult",
+    "train", "History", "rollout", "task_loss",
+]
 __version__ = "0.1.0"

@@ -101,7 +101,7 @@ def _qr_schedule(T: int, n_transient: int, t_ons: int) -> list[bool]:
 def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None, batch: int = 1,
                       t_ons: int = 1, n_transient: int | None = None, h0: torch.Tensor | None = None,
                       Q0: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      gradient: str = "full", reduce: str = "mean") -> torch.Tensor:
+                      gradient: str = "full", reduce: str = "mean", check: bool = True) -> torch.Tensor:
     """The first k Lyapunov exponents of every network of an ensemble, in nats per time step.
 
     Main arguments:
@@ -123,12 +123,16 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
         gradient: "full" (through the state trajectory, default) or "detached" (see the module docstring).
         reduce: "mean" averages the exponents over the B trajectories of each network -> (E, k);
             "none" returns one spectrum per trajectory -> (E, B, k).
+        check: True (default) raises on non-finite parameters or exponents; False returns NaN/inf for the affected
+            networks and leaves the others untouched (training uses this so one diverging network cannot stop
+            the ensemble).
 
     Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
     respect to the model's parameters. Raises ValueError on bad input, and on exponents that stop being finite,
     naming the step.
     """
-    check_finite_parameters(model)
+    if check:
+        check_finite_parameters(model)
     S = model.state_size
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
         raise ValueError(f"k must be an int with 1 <= k <= state size {S}, got {k!r}")
@@ -152,7 +156,7 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
         h0 = model.initial_state(B, generator)
     if h0.shape != (E, B, S):
         raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {tuple(h0.shape)}")
-    if not bool(torch.isfinite(h0).all()):
+    if check and not bool(torch.isfinite(h0).all()):
         raise ValueError("h0 contains non-finite values (NaN or inf)")
     if Q0 is None:
         Q0 = torch.randn(E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
@@ -182,7 +186,7 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
             if t >= n_transient:
                 log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())  # (E, B, k)
     lam = torch.stack(log_r).sum(0) / (T - n_transient)  # (E, B, k)
-    if not bool(torch.isfinite(lam).all()):
+    if check and not bool(torch.isfinite(lam).all()):
         _raise_non_finite(states, log_r, qr_after, n_transient)
     return lam.mean(1) if reduce == "mean" else lam
 

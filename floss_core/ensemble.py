@@ -1,0 +1,87 @@
+"""Helpers that keep the E networks of an ensemble independent inside one batched computation.
+
+Parameters carry a leading network dimension E, and losses are summed over networks, so one torch.optim.Adam over
+the ensemble's parameters is exactly E independent Adams (Adam is elementwise). What does not decompose by itself:
+
+* randomness: ``draw`` takes either one torch.Generator (one stream for the whole ensemble) or a list of E
+  generators (network e's data come from generator e alone, so a network trained in an ensemble sees exactly what it
+  sees trained alone with the same seed);
+* gradient-norm clipping, done per network and per parameter array (``clip_per_network_``);
+* divergence: a network whose loss or gradient is not finite is frozen (``nonfinite_networks``, ``frozen_step``)
+  and recorded as failed, while the others carry on.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["draw", "clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step"]
+
+GeneratorArg = "torch.Generator | Sequence[torch.Generator] | None"
+
+
+def draw(fn: Callable[[int, torch.Generator | None], torch.Tensor], generator, n_networks: int) -> torch.Tensor:
+    """Draw a tensor with leading network dimension E = n_networks.
+
+    ``fn(n, gen)`` must return a tensor whose first dimension is n. With a list of E generators, network e's slice
+    is ``fn(1, generator[e])``; with one generator (or None), it is one draw ``fn(E, generator)``."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != n_networks:
+            raise ValueError(f"got {len(generator)} generators for an ensemble of {n_networks} networks")
+        return torch.cat([fn(1, g) for g in generator], dim=0)
+    return fn(n_networks, generator)
+
+
+def grad_norm_per_network(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Total gradient norm of each network over all parameter arrays: (E,). Missing gradients count as zero."""
+    sq = None
+    for p in params:
+        if p.grad is None:
+            continue
+        s = p.grad.detach().pow(2).flatten(1).sum(1)  # (E,)
+        sq = s if sq is None else sq + s
+    if sq is None:
+        return torch.zeros(params[0].shape[0], dtype=params[0].dtype, device=params[0].device)
+    return sq.sqrt()
+
+
+def clip_per_network_(params: Sequence[torch.Tensor], max_norm: float | None) -> None:
+    """Scale each network's gradient of each parameter array to norm <= max_norm, in place (None or 0: no-op)."""
+    if not max_norm:
+        return
+    for p in params:
+        if p.grad is None:
+            continue
+        norm = p.grad.detach().flatten(1).norm(dim=1)  # (E,)
+        scale = (max_norm / (norm + 1e-12)).clamp(max=1.0)  # (E,)
+        p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
+
+
+def nonfinite_networks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(E,) bool: networks whose loss, or any gradient entry, is NaN or inf."""
+    bad = ~torch.isfinite(losses.detach())
+    for p in params:
+        if p.grad is not None:
+            bad |= ~torch.isfinite(p.grad.detach()).flatten(1).all(1)
+        bad |= ~torch.isfinite(p.detach()).flatten(1).all(1)
+    return bad
+
+
+def frozen_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], frozen: torch.Tensor) -> None:
+    """``optimizer.step()`` that leaves the parameters of the frozen networks (E,) bool untouched.
+
+    Their gradients are zeroed first (so NaN cannot reach the optimizer state of the others, which is elementwise
+    anyway), and their values are restored after the step (Adam's momentum would otherwise keep moving them)."""
+    if not bool(frozen.any()):
+        optimizer.step()
+        return
+    backups = []
+    for p in params:
+        if p.grad is not None:
+            p.grad[frozen] = 0.0
+        backups.append(p.detach()[frozen].clone())
+    optimizer.step()
+    with torch.no_grad():
+        for p, old in zip(params, backups):
+            p[frozen] = old

@@ -1,0 +1,188 @@
+"""Binary delayed-memory tasks (delayed copy, delayed XOR, delayed parity), sampled on the fly for an ensemble.
+
+Every trajectory is a stream of i.i.d. Bernoulli(1/2) bits ``b_t in {0, 1}``, one stream per input channel. The
+network does not see the bits themselves but the zero-mean signal
+
+    s_t = 2 b_t - 1      in {-1, +1}
+
+and has to report, at every step, the parity of m past bits of the same channel:
+
+    y_t = b_{t - d/m}  XOR  b_{t - 2d/m}  XOR ...  XOR  b_{t - d}          (targets in {0., 1.})
+
+Delay convention: **d is the LONGEST lag**, and the m lags are evenly spaced, d/m, 2d/m, ..., d (so m must divide d).
+
+    task       m      target
+    "copy"     1      y_t = b_{t-d}                       (delayed copy)
+    "xor"      2      y_t = b_{t-d/2} XOR b_{t-d}         (delayed XOR)
+    "parity"   n_bits y_t = XOR of the m bits above        (delayed m-bit parity)
+
+The author's Julia code names the task by the lag *spacing* d/m instead: its "delay" of the XOR task is d/2 (and of
+the copy task, d). ``delay_from_author`` converts that number to the d used here.
+
+Time is 0-based. The target is defined only once its longest lag exists, i.e. for ``t >= d``; the ``mask`` is 1
+there and 0 exactly for ``t < d``, and the (undefined) targets at masked steps are set to 0. Training code applies a
+binary cross-entropy on a logit, weighted by the mask; that is not done here.
+
+Multi-channel tasks: with ``n_channels = C`` there are C independent bit streams, each with its own independent
+parity task on its own channel (channel c of the target depends only on channel c of the input). Shapes:
+
+    E  networks        B  trajectories (batch) per network     T  time steps (seq_len)     C  channels
+    inputs, targets, mask (E, B, T, C) floating;  bits (E, B, T, C) int64
+
+All randomness comes from an explicit ``torch.Generator`` (no global seeding): the same generator state gives the
+same batch. The bits are drawn on the generator's device and then moved to ``device``, so a CPU generator gives the
+same batch on any device.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["TASKS", "TaskBatch", "TaskConfig", "make_batch", "task_n_bits", "delay_from_author"]
+
+TASKS = ("copy", "xor", "parity")
+_FIXED_BITS = {"copy": 1, "xor": 2}  # m of the tasks whose number of bits is implied by the name
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_task(name) -> str:
+    if not isinstance(name, str) or name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks are {', '.join(map(repr, TASKS))}")
+    return name
+
+
+def task_n_bits(name: str, n_bits: int | None = None) -> int:
+    """The number m of bits whose parity is the target: 1 for "copy", 2 for "xor", ``n_bits`` for "parity".
+
+    ``n_bits`` is required for "parity" and optional for "copy"/"xor", where it must then agree with the name.
+    """
+    _check_task(name)
+    if n_bits is not None:
+        n_bits = _check_positive_int("n_bits", n_bits)
+    if name in _FIXED_BITS:
+        m = _FIXED_BITS[name]
+        if n_bits is not None and n_bits != m:
+            raise ValueError(f"n_bits={n_bits} disagrees with task {name!r}, which has n_bits={m}")
+        return m
+    if n_bits is None:
+        raise ValueError("task 'parity' requires n_bits (the number m >= 1 of bits in the parity)")
+    return n_bits
+
+
+def delay_from_author(task: str, author_delay: int, *, n_bits: int | None = None) -> int:
+    """The longest lag d (this package's ``delay``) from the "delay" of the author's Julia code.
+
+    The author's delay is the spacing d/m between the lags: d = author_delay for "copy", d = 2 * author_delay for
+    "xor" (whose lags are author_delay and 2 * author_delay), and, extending the same convention,
+    d = n_bits * author_delay for "parity".
+    """
+    m = task_n_bits(task, n_bits)
+    return m * _check_positive_int("author_delay", author_delay)
+
+
+def _check_delay(delay, seq_len, m: int) -> tuple[int, int]:
+    delay = _check_positive_int("delay", delay)
+    seq_len = _check_positive_int("seq_len", seq_len)
+    if delay >= seq_len:
+        raise ValueError(f"delay={delay} must be smaller than seq_len={seq_len}: the target is defined only for "
+                         f"t >= delay, so no step would have a target")
+    if delay % m:
+        raise ValueError(f"delay={delay} must be a multiple of the number of bits m={m} (lags d/m, 2d/m, ..., d)")
+    return delay, seq_len
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """One sampled batch for an ensemble of E networks (see the module docstring for the task).
+
+    inputs:  (E, B, T, C) the signal s = 2 b - 1 in {-1, +1} fed to the networks.
+    targets: (E, B, T, C) the parity y_t in {0., 1.}; 0 where the mask is 0.
+    mask:    (E, B, T, C) 1 where the target is defined (t >= delay), 0 for t < delay; dtype of inputs.
+    bits:    (E, B, T, C) int64, the raw bits b in {0, 1}.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    bits: torch.Tensor
+
+
+def make_batch(task: str, *, delay: int, seq_len: int, batch: int, n_networks: int = 1, n_channels: int = 1,
+               n_bits: int | None = None, generator: torch.Generator | None = None,
+               dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> TaskBatch:
+    """Sample a batch of a delayed copy / XOR / parity task for ``n_networks`` networks at once.
+
+    Arguments:
+        task: "copy" (m = 1), "xor" (m = 2) or "parity" (m = n_bits).
+        delay: d, the longest lag in steps; m must divide it, and d < seq_len.
+        seq_len: T, steps per trajectory.
+        batch: B, trajectories per network.
+        n_networks: E, networks (each gets its own independent trajectories).
+        n_channels: C, independent input channels, each with its own parity task.
+        n_bits: m; required for "parity", optional (must agree) for "copy" and "xor".
+        generator: the torch.Generator all bits are drawn from (same state, same batch).
+        dtype: floating dtype of inputs, targets and mask (default: torch's default dtype).
+        device: of the returned tensors.
+    """
+    m = task_n_bits(task, n_bits)
+    d, T = _check_delay(delay, seq_len, m)
+    B = _check_positive_int("batch", batch)
+    E = _check_positive_int("n_networks", n_networks)
+    C = _check_positive_int("n_channels", n_channels)
+    dtype = dtype or torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+
+    draw_device = generator.device if generator is not None else device
+    bits = torch.randint(0, 2, (E, B, T, C), generator=generator, device=draw_device, dtype=torch.int64)
+    bits = bits.to(device)  # (E, B, T, C)
+
+    parity = torch.zeros(E, B, T - d, C, dtype=torch.int64, device=bits.device)  # (E, B, T - d, C), steps t >= d
+    for k in range(1, m + 1):
+        lag = k * d // m
+        parity ^= bits[:, :, d - lag:T - lag]  # b_{t - lag} for t = d, ..., T - 1
+    targets = torch.zeros(E, B, T, C, dtype=dtype, device=bits.device)  # (E, B, T, C)
+    targets[:, :, d:] = parity.to(dtype)
+    mask = torch.zeros(E, B, T, C, dtype=dtype, device=bits.device)  # (E, B, T, C)
+    mask[:, :, d:] = 1
+    inputs = (2 * bits - 1).to(dtype)  # (E, B, T, C), +-1
+    return TaskBatch(inputs=inputs, targets=targets, mask=mask, bits=bits)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A task specification; ``sample`` draws a fresh batch from it. Defaults: the author's training runs
+    (batch 16, sequence length 300)."""
+
+    name: str = "xor"  # one of TASKS: "copy", "xor" or "parity"
+    delay: int = 20  # d, the longest lag, in time steps (the author's XOR "delay" is d / 2)
+    seq_len: int = 300  # T, time steps per trajectory
+    batch: int = 16  # B, trajectories per network per batch
+    n_channels: int = 1  # C, independent input/target channels (each its own task)
+    n_bits: int | None = None  # m, bits in the parity; required for "parity", implied by "copy"/"xor"
+
+    def __post_init__(self):
+        _check_delay(self.delay, self.seq_len, task_n_bits(self.name, self.n_bits))
+        _check_positive_int("batch", self.batch)
+        _check_positive_int("n_channels", self.n_channels)
+
+    @property
+    def m(self) -> int:
+        """The number of bits in the parity (1 for copy, 2 for xor)."""
+        return task_n_bits(self.name, self.n_bits)
+
+    def sample(self, n_networks: int = 1, generator: torch.Generator | None = None,
+               dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> TaskBatch:
+        """A batch for ``n_networks`` networks: tensors of shape (n_networks, batch, seq_len, n_channels)."""
+        return make_batch(self.name, delay=self.delay, seq_len=self.seq_len, batch=self.batch,
+                          n_networks=n_networks, n_channels=self.n_channels, n_bits=self.n_bits,
+                          generator=generator, dtype=dtype, device=device)

@@ -1,0 +1,119 @@
+"""Training: BPTT on tasks for ensembles, independence of networks, schedules, failure isolation."""
+import dataclasses
+
+import pytest
+import torch
+
+from floss_core import FlossConfig, FlossSchedule, ModelConfig, TaskConfig, TanhRNN, TrainConfig, train
+from floss_core.ensemble import clip_per_network_
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+QUIET = dict(progress=False)
+SMALL_FLOSS = FlossConfig(k=4, seq_len=30, n_transient=10)
+
+
+def test_short_delay_copy_task_is_learned():
+    m = ModelConfig(n_hidden=32).build(1, 1, n_networks=3, generator=gen(0))
+    task = TaskConfig(name="copy", delay=4, seq_len=40, batch=16)
+    h = train(m, task, config=TrainConfig(n_steps=200, record_every=0), schedule=FlossSchedule.none(),
+              generator=gen(1), **QUIET)
+    assert h.loss.shape == h.accuracy.shape == h.grad_norm.shape == (200, 3)
+    assert (h.accuracy[-20:].mean(0) > 0.95).all()
+    assert (h.accuracy[:3].mean(0) < 0.8).all()  # it was not solved from the start
+    assert not h.failed.any()
+
+
+def test_ensemble_gives_the_same_history_as_each_network_alone():
+    E, N = 3, 16
+    ens = ModelConfig(n_hidden=N, dtype="float64").build(1, 1, n_networks=E, generator=gen(2))
+    task = TaskConfig(name="xor", delay=4, seq_len=20, batch=4)
+    cfg = TrainConfig(n_steps=12, record_every=5)
+    sched = FlossSchedule(pre_steps=3, every=5, episode_steps=2, max_episodes=1)
+    h = train(ens, task, config=cfg,
+              floss_config=SMALL_FLOSS, schedule=sched, generator=[gen(10 + e) for e in range(E)], **QUIET)
+    for e in range(E):
+        one = TanhRNN(1, N, 1, dtype=torch.float64)
+        fresh = ModelConfig(n_hidden=N, dtype="float64").build(1, 1, n_networks=E, generator=gen(2))
+        with torch.no_grad():
+            for name, p in one.named_parameters():
+                p.copy_(getattr(fresh, name)[e:e + 1])
+        h1 = train(one, task, config=cfg, floss_config=SMALL_FLOSS, schedule=sched, generator=[gen(10 + e)],
+                   **QUIET)
+        torch.testing.assert_close(h1.loss[:, 0], h.loss[:, e], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(h1.grad_norm[:, 0], h.grad_norm[:, e], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(h1.exponents[:, 0], h.exponents[:, e], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(h1.pre_floss.exponents[:, 0], h.pre_floss.exponents[:, e], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(one.W[0], ens.W[e], rtol=1e-9, atol=1e-12)
+
+
+def test_diverging_network_is_recorded_and_does_not_poison_the_others():
+    task = TaskConfig(name="copy", delay=3, seq_len=20, batch=4)
+    cfg = TrainConfig(n_steps=8, record_every=0)
+    clean = ModelConfig(n_hidden=12).build(1, 1, n_networks=3, generator=gen(3))
+    poisoned = ModelConfig(n_hidden=12).build(1, 1, n_networks=3, generator=gen(3))
+    with torch.no_grad():
+        poisoned.U[1] = 3e38  # network 1's drive b + U s overflows to inf at the first +1 input: loss NaN
+        poisoned.b[1] = 3e38
+    gens = lambda: [gen(20 + e) for e in range(3)]  # noqa: E731
+    hc = train(clean, task, config=cfg, schedule=FlossSchedule.none(), generator=gens(), **QUIET)
+    hp = train(poisoned, task, config=cfg, schedule=FlossSchedule.none(), generator=gens(), **QUIET)
+    assert hp.failed.tolist() == [False, True, False]
+    assert hp.failed_step.tolist() == [-1, 0, -1]
+    for e in (0, 2):
+        torch.testing.assert_close(hp.loss[:, e], hc.loss[:, e])
+        torch.testing.assert_close(poisoned.W[e], clean.W[e])
+    assert torch.isfinite(poisoned.W).all()  # the failed network was frozen, not filled with NaN
+
+
+def test_schedule_runs_preflossing_and_at_most_n_episodes():
+    m = ModelConfig(n_hidden=10).build(1, 1, n_networks=2, generator=gen(4))
+    sched = FlossSchedule(pre_steps=3, every=4, episode_steps=2, max_episodes=2)
+    h = train(m, TaskConfig(name="copy", delay=2, seq_len=15, batch=2), config=TrainConfig(n_steps=14, record_every=0),
+              floss_config=SMALL_FLOSS, schedule=sched, generator=gen(5), **QUIET)
+    assert h.pre_floss.exponents.shape == (3, 2, 4)
+    assert [s for s, _ in h.episodes] == [4, 8]
+    assert all(r.loss.shape == (2, 2) for _, r in h.episodes)
+
+
+def test_flossing_weight_in_the_task_loss_changes_the_update():
+    task = TaskConfig(name="copy", delay=2, seq_len=15, batch=2)
+    cfg = TrainConfig(n_steps=3, record_every=0)
+    a = ModelConfig(n_hidden=10).build(1, 1, generator=gen(6))
+    b = ModelConfig(n_hidden=10).build(1, 1, generator=gen(6))
+    train(a, task, config=cfg, floss_config=SMALL_FLOSS, schedule=FlossSchedule.none(), generator=gen(7), **QUIET)
+    train(b, task, config=cfg, floss_config=SMALL_FLOSS, schedule=dataclasses.replace(FlossSchedule.none(), weight=1.0),
+          generator=gen(7), **QUIET)
+    assert not torch.allclose(a.W, b.W)
+
+
+def test_h0_is_trained_only_when_asked():
+    task = TaskConfig(name="copy", delay=2, seq_len=15, batch=2)
+    for train_h0 in (True, False):
+        m = ModelConfig(n_hidden=10).build(1, 1, generator=gen(8))
+        train(m, task, config=TrainConfig(n_steps=3, record_every=0, train_h0=train_h0),
+              schedule=FlossSchedule.none(), generator=gen(9), **QUIET)
+        assert bool((m.h0 != 0).any()) == train_h0
+
+
+def test_clipping_is_per_network_and_per_array():
+    W = torch.zeros(3, 2, 2, requires_grad=True)
+    W.grad = torch.stack([torch.full((2, 2), 1.0), torch.full((2, 2), 0.001), torch.full((2, 2), -5.0)])
+    clip_per_network_([W], 0.03)
+    norms = W.grad.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.tensor([0.03, 0.002, 0.03]))
+
+
+def test_mismatched_task_channels_raise():
+    m = ModelConfig(n_hidden=10).build(1, 1, generator=gen(10))
+    with pytest.raises(ValueError, match="channel"):
+        train(m, TaskConfig(name="copy", delay=2, seq_len=15, n_channels=2), config=TrainConfig(n_steps=1),
+              schedule=FlossSchedule.none(), **QUIET)
+
+
+def test_unknown_task_name_raises():
+    with pytest.raises(ValueError, match="unknown task"):
+        TaskConfig(name="addition")
