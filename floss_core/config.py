@@ -55,6 +55,7 @@ class FlossConfig:
     batch: int = 1  # trajectories per network per flossing step
     t_ons: int = 1  # QR every t_ons steps
     lr: float = 1e-3  # Adam learning rate of flossing
+    lr_final: float | None = None  # if set, lr decays geometrically to this over each flossing call (None: constant)
     gradient: str = "full"  # "full" (through the state trajectory) or "detached"
     params: tuple = ("W", "U", "b")  # which parameters flossing updates
     input: str = "task"  # flossing inputs: "task" (random +-1 bits like the task's) or "zero"

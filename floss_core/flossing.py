@@ -111,7 +111,10 @@ def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator
     if failed is None:
         failed = torch.zeros(E, dtype=torch.bool, device=params[0].device)
     exps, losses = [], []
-    for _ in tqdm(range(n_steps), disable=not progress, desc="flossing", leave=False):
+    decay = (config.lr_final / config.lr) ** (1 / max(n_steps - 1, 1)) if config.lr_final else 1.0
+    for i in tqdm(range(n_steps), disable=not progress, desc="flossing", leave=False):
+        for group in opt.param_groups:
+            group["lr"] = config.lr * decay ** i
         opt.zero_grad(set_to_none=True)
         lam = flossing_spectrum(model, config, generator=generator)  # (E, k)
         loss = flossing_loss(lam, config.target)  # (E,)

@@ -1,0 +1,255 @@
+"""Ensembles of LSTMs and GRUs that follow the cell protocol of ``floss_core.models``.
+
+Both hold E independent networks in parameters with a leading network dimension E, exactly like ``TanhRNN``, so
+``lyapunov_spectrum``, ``floss`` (whose default ``FlossConfig.params = ("W", "U", "b")`` names parameters that exist
+here too), ``train`` and the diagnostics work on them unchanged. Gates are stacked along the rows of W, U and b in
+PyTorch's order, so ``W[e]`` is ``weight_hh`` of a ``torch.nn.LSTMCell`` / ``GRUCell`` and ``U[e]`` its ``weight_ih``.
+
+LSTM (gate order i, f, g, o as torch.nn.LSTMCell; state S = 2H, the flat vector [h, c]):
+
+    a = W h + U s + b                   a = [a_i, a_f, a_g, a_o], each H long; b plays b_ih + b_hh
+    i = sigma(a_i)   f = sigma(a_f)   g = tanh(a_g)   o = sigma(a_o)
+    c' = f c + i g                      h' = o tanh(c')
+
+    Jacobian of (h', c') with respect to (h, c), with W_x the rows of W of gate x and T = tanh(c'):
+        dc'/dh = diag(c f(1-f)) W_f + diag(g i(1-i)) W_i + diag(i (1-g^2)) W_g          dc'/dc = diag(f)
+        dh'/dh = diag(T o(1-o)) W_o + diag(o (1-T^2)) dc'/dh                             dh'/dc = diag(o (1-T^2) f)
+
+GRU (gate order r, z, n as torch.nn.GRUCell; state S = H):
+
+    u = U s + b                         (input part,     [u_r, u_z, u_n]; b plays b_ih)
+    m = W h + b_h                       (recurrent part, [m_r, m_z, m_n]; b_h plays b_hh)
+    r = sigma(u_r + m_r)   z = sigma(u_z + m_z)   n = tanh(u_n + r m_n)
+    h' = (1 - z) n + z h
+
+    The n gate multiplies the recurrent pre-activation, bias included, by r, so the recurrent bias cannot be folded
+    into b: the GRU carries a second bias ``b_h`` (E, 3H). (Only its n part is not redundant; b_h's r and z parts add
+    to b's, kept so that a torch.nn.GRUCell maps onto it one to one.) Jacobian:
+        dh'/dh = diag(z) + diag(h - n) diag(z(1-z)) W_z
+                 + diag((1-z)(1-n^2)) [diag(m_n) diag(r(1-r)) W_r + diag(r) W_n]
+
+``step_tangent`` applies these Jacobians to K tangent vectors with one (4H x H or 3H x H) matrix product per step and
+elementwise scalings, never forming the dense Jacobian; ``jacobian`` returns the dense one (for tests and
+diagnostics). The readout ``V h + c`` reads the h part of the state only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["LSTM", "GRU"]
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class _GatedEnsemble(nn.Module):
+    """Shared layout of LSTM and GRU: W (E, G*H, H), U (E, G*H, I), b (E, G*H), V (E, O, H), c (E, O), h0 (E, S)."""
+
+    n_gates: int = 0  # G
+    state_factor: int = 1  # S = state_factor * H
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, *, gain: float = 1.0, n_networks: int = 1,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        _check_positive_int("n_in", n_in)
+        _check_positive_int("n_hidden", n_hidden)
+        _check_positive_int("n_out", n_out)
+        _check_positive_int("n_networks", n_networks)
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
+            raise ValueError(f"gain must be a finite non-negative number, got {gain!r}")
+        E, H, I, O, G = n_networks, n_hidden, n_in, n_out, self.n_gates
+        kw = dict(dtype=dtype or torch.get_default_dtype(), device=device)
+        bound = 1.0 / math.sqrt(H)
+
+        def uniform(*shape):  # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's init of recurrent layers and of nn.Linear
+            return (2 * torch.rand(*shape, **kw, generator=generator) - 1) * bound
+
+        self.W = nn.Parameter(gain * uniform(E, G * H, H))  # (E, G*H, H)
+        self.U = nn.Parameter(uniform(E, G * H, I))  # (E, G*H, I)
+        self.b = nn.Parameter(self._init_bias(uniform, E, G * H))  # (E, G*H)
+        self._init_extra(uniform, E, G * H)
+        self.V = nn.Parameter(uniform(E, O, H))  # (E, O, H)
+        self.c = nn.Parameter(uniform(E, O))  # (E, O)
+        self.h0 = nn.Parameter(torch.zeros(E, self.state_factor * H, **kw))  # (E, S)
+        self.gain = gain
+
+    def _init_bias(self, uniform, E, GH):
+        return uniform(E, GH)
+
+    def _init_extra(self, uniform, E, GH):
+        pass
+
+    # -- sizes ---------------------------------------------------------------------------------------------------
+    @property
+    def n_networks(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        """H, the number of units (the length of h)."""
+        return self.W.shape[-1]
+
+    @property
+    def state_size(self) -> int:
+        return self.state_factor * self.W.shape[-1]
+
+    @property
+    def input_size(self) -> int:
+        return self.U.shape[-1]
+
+    @property
+    def output_size(self) -> int:
+        return self.V.shape[-2]
+
+    # -- shared protocol -----------------------------------------------------------------------------------------
+    def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One step: state h (E, B, S), inputs x (E, B, I) -> (E, B, S)."""
+        return self._forward(h, x)[0]
+
+    def jacobian(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The dense step Jacobian ``dh_t / dh_{t-1}`` at states h (E, B, S) and inputs x (E, B, I): (E, B, S, S)."""
+        E, B, S = h.shape
+        eye = torch.eye(S, dtype=h.dtype, device=h.device).expand(E, B, S, S)
+        return self.step_tangent(h, x, eye)[1]
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``V h + c`` from the h part of the state: (E, B, S) -> (E, B, O)."""
+        hh = h[..., :self.hidden_size]
+        return torch.baddbmm(self.c.unsqueeze(1), hh, self.V.transpose(1, 2))  # (E, B, O)
+
+    def initial_state(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random start for spectra: every state entry (h and, for the LSTM, c) ~ N(0, 1), shape (E, batch, S).
+
+        The same scale ``flossing_spectrum`` draws its starts from. (|h| <= 1 holds again after one step.)"""
+        return torch.randn(self.n_networks, batch, self.state_size, dtype=self.W.dtype, device=self.W.device,
+                           generator=generator)
+
+    def train_state(self, batch: int) -> torch.Tensor:
+        """The (trainable) initial state h0 broadcast to a batch: (E, batch, S)."""
+        return self.h0.unsqueeze(1).expand(-1, batch, -1)
+
+    def flossed_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters flossing updates by default (W, U, b, as for the TanhRNN)."""
+        return {"W": self.W, "U": self.U, "b": self.b}
+
+    @classmethod
+    def from_torch(cls, module: nn.Module, n_out: int = 1, *, generator: torch.Generator | None = None):
+        """A 1-network ensemble with the recurrent weights of a torch.nn cell or single-layer RNN module (see
+        ``floss_core.adapters.from_torch``); the readout is new (random from ``generator``), h0 zero."""
+        from .adapters import from_torch
+        model = from_torch(module, n_out, generator=generator)
+        if not isinstance(model, cls):
+            raise ValueError(f"{type(module).__name__} maps to {type(model).__name__}, not {cls.__name__}")
+        return model
+
+    def extra_repr(self) -> str:
+        return (f"n_networks={self.n_networks}, n_in={self.input_size}, n_hidden={self.hidden_size}, "
+                f"n_out={self.output_size}, gain={self.gain}")
+
+
+class LSTM(_GatedEnsemble):
+    """An ensemble of E independent LSTMs (torch.nn.LSTMCell's equations, see the module docstring).
+
+    Main arguments:
+        n_in: input channels I.
+        n_hidden: units H; the state is [h, c], of size S = 2H.
+        n_out: readout channels O (the readout reads h only).
+
+    Other arguments (keyword-only):
+        gain: W is multiplied by gain after its PyTorch-like draw (1: PyTorch's init; smaller: more stable).
+        n_networks: E, the number of independent networks in the ensemble.
+        generator: a torch.Generator for the initial parameters (same generator state, same networks).
+        dtype, device: of the parameters.
+
+    Parameters (public; network e is exactly the single network built from their slices [e]):
+        W (E, 4H, H) recurrent weights (rows: gates i, f, g, o), U (E, 4H, I) input weights, b (E, 4H) bias,
+        V (E, O, H) readout weights, c (E, O) readout bias, h0 (E, 2H) trainable initial state [h, c] (zeros).
+    Initialization: W, U, V, c ~ U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch (W then times gain); b is the sum of two
+    such draws, like PyTorch's b_ih + b_hh.
+    """
+
+    n_gates = 4
+    state_factor = 2
+
+    def _init_bias(self, uniform, E, GH):
+        return uniform(E, GH) + uniform(E, GH)  # b_ih + b_hh
+
+    def _forward(self, h: torch.Tensor, x: torch.Tensor):
+        H = self.hidden_size
+        hh, cc = h[..., :H], h[..., H:]  # (E, B, H) each
+        a = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 4H)
+        a = torch.baddbmm(a, hh, self.W.transpose(1, 2))
+        ai, af, ag, ao = a.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
+        c_next = f * cc + i * g  # (E, B, H)
+        tc = torch.tanh(c_next)
+        h_next = torch.cat([o * tc, c_next], dim=-1)  # (E, B, 2H)
+        return h_next, (cc, i, f, g, o, tc)
+
+    def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
+        """The step and ``J Q`` (see the module docstring), without the dense Jacobian.
+
+        h (E, B, 2H), x (E, B, I), Q (E, B, 2H, K) -> h_next (E, B, 2H), JQ (E, B, 2H, K)."""
+        H = self.hidden_size
+        h_next, (cc, i, f, g, o, tc) = self._forward(h, x)
+        WQ = self.W.unsqueeze(1) @ Q[..., :H, :]  # (E, B, 4H, K)
+        wi, wf, wg, wo = WQ.chunk(4, dim=-2)
+        col = lambda v: v.unsqueeze(-1)  # noqa: E731  (E, B, H) -> (E, B, H, 1)
+        dc = col(g * i * (1 - i)) * wi + col(cc * f * (1 - f)) * wf + col(i * (1 - g * g)) * wg \
+            + col(f) * Q[..., H:, :]  # (E, B, H, K)
+        dh = col(tc * o * (1 - o)) * wo + col(o * (1 - tc * tc)) * dc  # (E, B, H, K)
+        return h_next, torch.cat([dh, dc], dim=-2)
+
+
+class GRU(_GatedEnsemble):
+    """An ensemble of E independent GRUs (torch.nn.GRUCell's equations, see the module docstring).
+
+    Main arguments:
+        n_in: input channels I.
+        n_hidden: units H; the state is h, of size S = H.
+        n_out: readout channels O.
+
+    Other arguments (keyword-only): gain, n_networks, generator, dtype, device, as for ``LSTM``.
+
+    Parameters (public; network e is exactly the single network built from their slices [e]):
+        W (E, 3H, H) recurrent weights (rows: gates r, z, n), U (E, 3H, I) input weights, b (E, 3H) input bias
+        (PyTorch's b_ih), b_h (E, 3H) recurrent bias (PyTorch's b_hh; needed because the n gate scales
+        ``W_n h + b_h,n`` by r), V (E, O, H), c (E, O), h0 (E, H) trainable initial state (zeros).
+    Initialization: every array ~ U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch (W then times gain); h0 zero.
+    Flossing's default ``params = ("W", "U", "b")`` leaves b_h alone; add "b_h" to flossing's params to floss it.
+    """
+
+    n_gates = 3
+    state_factor = 1
+
+    def _init_extra(self, uniform, E, GH):
+        self.b_h = nn.Parameter(uniform(E, GH))  # (E, 3H)
+
+    def _forward(self, h: torch.Tensor, x: torch.Tensor):
+        u = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 3H)
+        m = torch.baddbmm(self.b_h.unsqueeze(1), h, self.W.transpose(1, 2))  # (E, B, 3H)
+        ur, uz, un = u.chunk(3, dim=-1)
+        mr, mz, mn = m.chunk(3, dim=-1)
+        r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
+        n = torch.tanh(un + r * mn)
+        h_next = n + z * (h - n)  # (1 - z) n + z h
+        return h_next, (r, z, n, mn)
+
+    def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
+        """The step and ``J Q`` (see the module docstring), without the dense Jacobian.
+
+        h (E, B, H), x (E, B, I), Q (E, B, H, K) -> h_next (E, B, H), JQ (E, B, H, K)."""
+        h_next, (r, z, n, mn) = self._forward(h, x)
+        WQ = self.W.unsqueeze(1) @ Q  # (E, B, 3H, K)
+        wr, wz, wn = WQ.chunk(3, dim=-2)
+        col = lambda v: v.unsqueeze(-1)  # noqa: E731  (E, B, H) -> (E, B, H, 1)
+        dn = col(1 - n * n) * (col(mn * r * (1 - r)) * wr + col(r) * wn)  # (E, B, H, K)
+        JQ = col(1 - z) * dn + col((h - n) * z * (1 - z)) * wz + col(z) * Q
+        return h_next, JQ

@@ -1,0 +1,40 @@
+"""Shared test helpers: one factory per model, so one parametrized test covers every cell of the package."""
+import torch
+
+from floss_core import TanhRNN
+from floss_core.gated import GRU, LSTM
+
+F64 = torch.float64
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _tanh_rnn(n_in, n_hidden, n_out, n_networks=1, generator=None, dtype=F64, gain=1.0):
+    return TanhRNN(n_in, n_hidden, n_out, gain=gain, n_networks=n_networks, generator=generator, dtype=dtype)
+
+
+def _lstm(n_in, n_hidden, n_out, n_networks=1, generator=None, dtype=F64, gain=1.0):
+    return LSTM(n_in, n_hidden, n_out, gain=gain, n_networks=n_networks, generator=generator, dtype=dtype)
+
+
+def _gru(n_in, n_hidden, n_out, n_networks=1, generator=None, dtype=F64, gain=1.0):
+    return GRU(n_in, n_hidden, n_out, gain=gain, n_networks=n_networks, generator=generator, dtype=dtype)
+
+
+# (name, factory(n_in, n_hidden, n_out, n_networks, generator, dtype, gain=...) -> model)
+ALL_CELLS = (("TanhRNN", _tanh_rnn), ("LSTM", _lstm), ("GRU", _gru))
+GATED_CELLS = tuple(c for c in ALL_CELLS if c[0] != "TanhRNN")
+
+
+def cell_ids(cells):
+    return [name for name, _ in cells]
+
+
+def copy_network(src, dst, e):
+    """Copy network e of ensemble ``src`` into the 1-network model ``dst`` (same class and sizes)."""
+    with torch.no_grad():
+        for name, p in dst.named_parameters():
+            p.copy_(getattr(src, name)[e:e + 1])
+    return dst
