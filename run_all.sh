@@ -127,10 +127,19 @@ param_args=()
 [ -n "$device" ] && param_args+=(--device "$device")
 [ -n "$quick_params" ] && param_args+=(--params-file "$quick_params")
 
+# The parameters of every selected notebook, in one process (DIR/<stem>.yaml, or DIR/<stem>.error).
+params_dir="$exec_dir/.params.$$"
+rm -rf "$params_dir" && mkdir -p "$params_dir"
+trap 'rm -rf "$params_dir"' EXIT
+paths=()
+for s in "${selected[@]}"; do paths+=("$nb_dir/$s.ipynb"); done
+python3 -m floss_core.notebook_params "${param_args[@]}" --out-dir "$params_dir" "${paths[@]}" \
+    || [ -n "$(ls "$params_dir")" ] || { echo "run_all.sh: could not read the notebooks' parameters" >&2; exit 1; }
+
 if [ "$list" = 1 ]; then
     for s in "${selected[@]}"; do
         echo "$s"
-        python3 -m floss_core.notebook_params "$nb_dir/$s.ipynb" "${param_args[@]}" | sed 's/^/    /'
+        cat "$params_dir/$s.yaml" "$params_dir/$s.error" 2>/dev/null | sed 's/^/    /'
     done
     exit 0
 fi
@@ -143,7 +152,8 @@ import os, sys
 from jupyter_client.kernelspec import KernelSpecManager
 exe = KernelSpecManager().get_kernel_spec("python3").argv[0]
 bare = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
-sys.exit(0 if exe in bare or os.path.realpath(exe) == os.path.realpath(sys.executable) else 1)
+same_env = os.path.dirname(os.path.abspath(exe)) == os.path.dirname(os.path.abspath(sys.executable))
+sys.exit(0 if exe in bare or (os.path.isabs(exe) and same_env) else 1)
 EOF
 then
     echo "[env] registering this Python as kernel python3 in $JUPYTER_DATA_DIR" >&2
@@ -161,6 +171,7 @@ echo "  executed notebooks and logs -> $exec_dir"
 
 tmp_fig=""
 trap 'rm -rf "$tmp_fig"; echo; echo "run_all.sh: interrupted" >&2; exit 130' INT TERM
+trap 'rm -rf "$tmp_fig" "$params_dir"' EXIT
 
 failed=() rows=() i=0 t_all="$(now)"
 for stem in "${selected[@]}"; do
@@ -168,9 +179,10 @@ for stem in "${selected[@]}"; do
     printf '[%d/%d] %s ... ' "$i" "${#selected[@]}" "$stem"
     nb="$nb_dir/$stem.ipynb" log="$exec_dir/$stem.log" params="$exec_dir/$stem.params.yaml"
     tmp_fig="$exec_dir/.figures-$stem.$$"
-    rm -rf "$tmp_fig" && mkdir -p "$tmp_fig"
+    rm -rf "$tmp_fig" "$params" "$exec_dir/$stem.ipynb" && mkdir -p "$tmp_fig"
+    cat "$params_dir/$stem.error" >"$log" 2>/dev/null || : >"$log"
     t0="$(now)"
-    if python3 -m floss_core.notebook_params "$nb" "${param_args[@]}" >"$params" 2>"$log" \
+    if cp "$params_dir/$stem.yaml" "$params" 2>/dev/null \
         && FLOSS_FIG_DIR="$tmp_fig" FLOSS_CACHE_DIR="$cache_dir" FLOSS_NOTEBOOK="$stem" \
             python3 -m papermill "$nb" "$exec_dir/$stem.ipynb" -k python3 -f "$params" --cwd "$nb_dir" \
             --no-progress-bar >>"$log" 2>&1; then

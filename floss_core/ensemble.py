@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["draw", "clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step"]
+__all__ = ["draw", "clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step", "tile_networks",
+           "concat_networks"]
 
 GeneratorArg = "torch.Generator | Sequence[torch.Generator] | None"
 
@@ -85,3 +86,35 @@ def frozen_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
     with torch.no_grad():
         for p, old in zip(params, backups):
             p[frozen] = old
+
+
+def tile_networks(model, times: int):
+    """A new ensemble holding ``times`` copies of every network of ``model``: E' = times * E, network
+    ``r * E + e`` is a copy of network e (e.g. one copy per delay of a sweep). Parameters are copied, not shared."""
+    import copy
+
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise ValueError(f"times must be a positive int, got {times!r}")
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.data = p.data.repeat(times, *([1] * (p.dim() - 1)))
+    return out
+
+
+def concat_networks(models: Sequence):
+    """One ensemble holding the networks of several ensembles of the same architecture and sizes, in order."""
+    import copy
+
+    if not models:
+        raise ValueError("concat_networks needs at least one model")
+    out = copy.deepcopy(models[0])
+    names = [n for n, _ in out.named_parameters()]
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            parts = [dict(m.named_parameters())[name] for m in models]
+            if any(q.shape[1:] != p.shape[1:] for q in parts):
+                raise ValueError(f"cannot concatenate ensembles whose parameter {name!r} shapes differ")
+            p.data = torch.cat([q.detach() for q in parts], dim=0)
+    assert names == [n for n, _ in out.named_parameters()]
+    return out

@@ -12,9 +12,12 @@ Only parameters a notebook declares in its ``parameters`` cell are passed: ``_al
 a notebook does not declare are skipped; an entry in a notebook's own section that it does not declare is an
 error (a typo would otherwise silently leave the paper-scale value in the quick run).
 
-Command line (used by run_all.sh), printing the parameters as YAML for ``papermill -f``:
+Command line (used by run_all.sh): print one notebook's parameters as YAML for ``papermill -f``, or, with
+``--out-dir``, write ``DIR/<stem>.yaml`` for each notebook (``DIR/<stem>.error`` with the message when its
+parameters are invalid; the others are still written), in one process:
 
-    python -m floss_core.notebook_params NOTEBOOK.ipynb [--quick] [--device DEV] [--params-file FILE]
+    python -m floss_core.notebook_params [--quick] [--device DEV] [--params-file FILE] NOTEBOOK.ipynb
+    python -m floss_core.notebook_params [--quick] [--device DEV] [--params-file FILE] --out-dir DIR NB.ipynb...
 
 Needs papermill (and its dependency pyyaml): ``pip install -e ".[notebooks]"``.
 """
@@ -87,19 +90,38 @@ def main(argv=None) -> int:
     import yaml
 
     parser = argparse.ArgumentParser(prog="python -m floss_core.notebook_params", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", help="path of the notebook (its stem selects the quick_params.yaml section)")
+    parser.add_argument("notebooks", nargs="+", help="notebook paths (each stem selects its quick_params.yaml section)")
     parser.add_argument("--quick", action="store_true", help="include the quick-mode parameters")
     parser.add_argument("--device", default=None, help="pass device=DEV (if the notebook declares it)")
     parser.add_argument("--params-file", default=None, help=f"quick parameters file (default {QUICK_PARAMS})")
+    parser.add_argument("--out-dir", default=None, help="write DIR/<stem>.yaml (or DIR/<stem>.error) per notebook")
     args = parser.parse_args(argv)
-    try:
-        params = notebook_parameters(args.notebook, quick=args.quick, device=args.device,
-                                     params_file=args.params_file)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    sys.stdout.write(yaml.safe_dump(params, default_flow_style=False, sort_keys=True))
-    return 0
+    if args.out_dir is None and len(args.notebooks) != 1:
+        parser.error("give one notebook, or --out-dir for several")
+    status = 0
+    for notebook in args.notebooks:
+        try:
+            text = yaml.safe_dump(notebook_parameters(notebook, quick=args.quick, device=args.device,
+                                                      params_file=args.params_file),
+                                  default_flow_style=False, sort_keys=True)
+            error = None
+        except Exception as err:  # noqa: BLE001 - reported per notebook; the others go on
+            text, error, status = None, f"{type(err).__name__}: {err}", 1
+        if args.out_dir is None:
+            if error:
+                print(f"error: {notebook}: {error}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            continue
+        stem = Path(notebook).stem
+        good, bad = Path(args.out_dir) / f"{stem}.yaml", Path(args.out_dir) / f"{stem}.error"
+        good.unlink(missing_ok=True)
+        bad.unlink(missing_ok=True)
+        if error:
+            bad.write_text(f"invalid parameters for {notebook}: {error}\n")
+        else:
+            good.write_text(text)
+    return status
 
 
 if __name__ == "__main__":

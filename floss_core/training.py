@@ -37,25 +37,49 @@ def rollout(model, inputs: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     return torch.stack(states, dim=2)  # (E, B, T, S)
 
 
-def sample_task(task: TaskConfig, model, generator=None) -> TaskBatch:
-    """A fresh task batch for every network (one generator, or a list of one per network)."""
+def _per_network_tasks(task, n_networks: int) -> list:
+    """A TaskConfig, or a sequence of one per network (same seq_len, batch and channels), as a list of E."""
+    tasks = [task] * n_networks if isinstance(task, TaskConfig) else list(task)
+    if len(tasks) != n_networks or not all(isinstance(t, TaskConfig) for t in tasks):
+        raise ValueError(f"task must be a TaskConfig or a sequence of {n_networks} TaskConfigs (one per network)")
+    shapes = {(t.seq_len, t.batch, t.n_channels) for t in tasks}
+    if len(shapes) > 1:
+        raise ValueError(f"per-network tasks must share seq_len, batch and n_channels, got {sorted(shapes)}")
+    return tasks
+
+
+def sample_task(task, model, generator=None) -> TaskBatch:
+    """A fresh task batch for every network.
+
+    ``task`` is a TaskConfig, or a sequence of E TaskConfigs (e.g. one delay per network, sharing seq_len, batch and
+    channels). ``generator`` is one torch.Generator (networks with the same task config share one draw, in network
+    order) or a list of one per network (network e's batch then depends on generator e only)."""
+    E = model.n_networks
+    tasks = _per_network_tasks(task, E)
     p = next(model.parameters())
 
-    def one(n, g):
-        return make_batch(task.name, delay=task.delay, seq_len=task.seq_len, batch=task.batch, n_networks=n,
-                          n_channels=task.n_channels, n_bits=task.n_bits, generator=g)
+    def one(t, n, g):
+        return make_batch(t.name, delay=t.delay, seq_len=t.seq_len, batch=t.batch, n_networks=n,
+                          n_channels=t.n_channels, n_bits=t.n_bits, generator=g)
 
     if isinstance(generator, (list, tuple)):
-        parts = [one(1, g) for g in generator]
-        if len(parts) != model.n_networks:
-            raise ValueError(f"got {len(parts)} generators for an ensemble of {model.n_networks} networks")
-        fields = {f: torch.cat([getattr(b, f) for b in parts]) for f in ("inputs", "targets", "mask", "bits")}
-        batch = TaskBatch(**fields)
+        if len(generator) != E:
+            raise ValueError(f"got {len(generator)} generators for an ensemble of {E} networks")
+        parts, order = [one(t, 1, g) for t, g in zip(tasks, generator)], list(range(E))
     else:
-        batch = one(model.n_networks, generator)
-    return TaskBatch(inputs=batch.inputs.to(dtype=p.dtype, device=p.device),
-                     targets=batch.targets.to(dtype=p.dtype, device=p.device),
-                     mask=batch.mask.to(dtype=p.dtype, device=p.device), bits=batch.bits.to(p.device))
+        groups = {}
+        for e, t in enumerate(tasks):
+            groups.setdefault(t, []).append(e)
+        parts = [one(t, len(idx), generator) for t, idx in groups.items()]
+        order = [e for idx in groups.values() for e in idx]
+    inv = torch.empty(E, dtype=torch.long)
+    inv[torch.tensor(order)] = torch.arange(E)
+
+    def gather(name, **to):
+        return torch.cat([getattr(b, name) for b in parts])[inv].to(device=p.device, **to)
+
+    return TaskBatch(inputs=gather("inputs", dtype=p.dtype), targets=gather("targets", dtype=p.dtype),
+                     mask=gather("mask", dtype=p.dtype), bits=gather("bits"))
 
 
 def task_loss(model, batch: TaskBatch, h0: torch.Tensor):
@@ -107,7 +131,8 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
 
     Main arguments:
         model: a TanhRNN ensemble (or any cell of the protocol with ``readout`` and ``train_state``).
-        task: TaskConfig (name, delay, seq_len, batch, channels).
+        task: TaskConfig (name, delay, seq_len, batch, channels), or a sequence of E of them, one per network
+            (e.g. a delay grid as one ensemble; they must share seq_len, batch and channels).
 
     Other arguments:
         config: TrainConfig (steps, lr, clipping, trainable h0, when to record exponents).
@@ -120,8 +145,9 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
     E = model.n_networks
     if isinstance(config.n_steps, bool) or not isinstance(config.n_steps, int) or config.n_steps < 0:
         raise ValueError(f"TrainConfig.n_steps must be an int >= 0, got {config.n_steps!r}")
-    if task.n_channels != model.input_size or task.n_channels != model.output_size:
-        raise ValueError(f"task {task.name!r} has {task.n_channels} channel(s) but the model has "
+    tasks = _per_network_tasks(task, E)
+    if tasks[0].n_channels != model.input_size or tasks[0].n_channels != model.output_size:
+        raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_channels} channel(s) but the model has "
                          f"{model.input_size} input(s) and {model.output_size} output(s)")
     params = [p for name, p in model.named_parameters() if config.train_h0 or name != "h0"]
     opt = torch.optim.Adam(params, lr=config.lr)
@@ -152,7 +178,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
 
         opt.zero_grad(set_to_none=True)
         batch = sample_task(task, model, generator)
-        h0 = model.train_state(task.batch)
+        h0 = model.train_state(tasks[0].batch)
         loss, acc = task_loss(model, batch, h0)  # (E,), (E,)
         total = loss
         if schedule.weight:

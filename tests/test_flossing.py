@@ -112,17 +112,20 @@ def test_flossing_a_chaotic_network_zeroes_the_flossed_exponents_only():
 
 
 def test_flossing_a_stable_network_raises_lambda1_to_zero_and_flattens_the_gradient_profile():
-    """g = 0.5: lambda_1 ~ -0.8, gradients of a late loss decay by many orders of magnitude over 300 steps; after
-    flossing lambda_1 (full gradient, lr decaying 1e-3 -> 1e-5) they stay within a factor of 10."""
+    """g = 0.5, N = 32: lambda_1 ~ -0.7, so the gradient of a late loss decays by > 10 orders of magnitude over 300
+    steps. After flossing lambda_1 (k = 1, full gradient, lr decaying 1e-3 -> 1e-5) it stays within a factor of 10
+    over tau in [10, 300]. (Over the first few lags the part of the gradient outside the flossed direction decays
+    at lambda_2 ~ -0.6: an O(1) factor, about 2-6 here, that flossing one exponent does not remove.)"""
     m = TanhRNN(1, 32, 1, gain=0.5, n_networks=4, generator=gen(0), dtype=F64)
-    profile = lambda: gradient_norm_profile(m, None, n_steps=301, batch=4, generator=gen(1))  # noqa: E731
+    profile = lambda: gradient_norm_profile(m, None, n_steps=301, batch=4, generator=gen(1))[:, 10:]  # noqa: E731
     spread = lambda p: p.max(1).values / p.min(1).values  # noqa: E731
     before = long_spectrum(m, 2)[:, 0]
+    assert (before < -0.5).all()
     assert (spread(profile()) > 1e10).all()
-    cfg = FlossConfig(k=1, gradient="full", input="zero", batch=8, seq_len=100, n_transient=30, lr_final=1e-5)
+    cfg = FlossConfig(k=1, gradient="full", input="zero", batch=8, seq_len=200, n_transient=100, lr_final=1e-5)
     floss(m, 400, config=cfg, generator=gen(0))
     after = long_spectrum(m, 2)[:, 0]
-    assert (before < -0.5).all() and (after.abs() < 0.02).all(), after
+    assert (after.abs() < 0.01).all(), after
     assert (spread(profile()) < 10).all(), spread(profile())
 
 

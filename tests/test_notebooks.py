@@ -36,8 +36,6 @@ def kernel_env(monkeypatch, tmp_path, stem):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.setenv(var, threads)
-    for var, sub in (("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
     return tmp_path / "figures"
 
 
@@ -117,20 +115,23 @@ fig, ax = plt.subplots()
 ax.plot([0, size], [0, 1])
 plotting.save(fig, {name!r})
 plotting.record({{"size": size, "quick": int(quick)}})
-open(plotting.fig_dir() / "kernel.txt", "w").write(sys.executable + "\\n" + device)
+open(plotting.fig_dir() / "kernel.txt", "w").write(sys.prefix + "\\n" + device)
 """ + ("raise RuntimeError('this notebook fails on purpose')\n" if fail else "")
 
 
 @pytest.fixture
 def project(tmp_path):
-    """Three notebooks (the middle one fails after writing its figure) and a quick parameter file."""
+    """Four notebooks (02 fails after writing its figure, 04 has a typo in its quick parameters) and the quick
+    parameter file."""
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     write_notebook(nb_dir / "01_alpha_first.ipynb", figure_body("alpha"))
     write_notebook(nb_dir / "02_beta_fails.ipynb", figure_body("beta", fail=True))
     write_notebook(nb_dir / "03_alpha_last.ipynb", figure_body("gamma"))
+    write_notebook(nb_dir / "04_delta_typo.ipynb", figure_body("delta"))
     (nb_dir / "quick_params.yaml").write_text("_all:\n  quick: true\n  undeclared_elsewhere: 1\n"
-                                              "01_alpha_first:\n  size: 3\n")
+                                              "01_alpha_first:\n  size: 3\n"
+                                              "04_delta_typo:\n  sizee: 3\n")
     return tmp_path
 
 
@@ -152,8 +153,10 @@ def test_run_all_isolates_a_failing_notebook(project):
     out = run_all(project, "--quick")
     log = out.stdout + out.stderr
     assert out.returncode == 1, log
-    assert "FAILED: 02_beta_fails" in out.stderr, log
-    assert "[1/3] 01_alpha_first" in out.stdout and "[3/3] 03_alpha_last" in out.stdout, log
+    assert "FAILED: 02_beta_fails 04_delta_typo" in out.stderr, log
+    assert "[1/4] 01_alpha_first" in out.stdout and "[3/4] 03_alpha_last" in out.stdout, log
+    assert "sizee" in (project / "executed" / "quick" / "04_delta_typo.log").read_text()
+    assert not (figures / "delta.png").exists()
     # the failing notebook's half-written figure did not replace the previous one; the others ran
     assert (figures / "beta.png").read_bytes() == b"previous beta figure"
     assert (figures / "beta.pdf").read_bytes() == b"previous beta pdf"
@@ -163,9 +166,9 @@ def test_run_all_isolates_a_failing_notebook(project):
     # quick parameters: the notebook's own section and `_all`, undeclared `_all` entries skipped
     assert json.loads((figures / "01_alpha_first_numbers.json").read_text()) == {"size": 3, "quick": 1}
     assert json.loads((figures / "03_alpha_last_numbers.json").read_text()) == {"size": 100, "quick": 1}
-    # the kernel is this Python (the venv), and executed notebooks and logs are kept
-    exe, device = (figures / "kernel.txt").read_text().split("\n")
-    assert Path(exe).resolve() == Path(sys.executable).resolve() and device == "cpu"
+    # the kernel runs in this environment (the venv), and executed notebooks and logs are kept
+    prefix, device = (figures / "kernel.txt").read_text().split("\n")
+    assert Path(prefix).resolve() == Path(sys.prefix).resolve() and device == "cpu"
     assert (project / "executed" / "quick" / "02_beta_fails.ipynb").exists()
     assert "on purpose" in (project / "executed" / "quick" / "02_beta_fails.log").read_text()
 
@@ -193,9 +196,51 @@ def test_run_all_rejects_bad_arguments(project, args, message):
 
 
 def test_run_all_list_resolves_prefixes_and_shows_parameters(project):
-    out = run_all(project, "--list", "--quick", "03", "01_alpha", "01")
+    out = run_all(project, "--list", "--quick", "03", "01_alpha", "01", "delta")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert [line for line in lines if not line.startswith(" ")] == ["01_alpha_first", "03_alpha_last"]
+    assert [line for line in lines if not line.startswith(" ")] == ["01_alpha_first", "03_alpha_last", "04_delta_typo"]
     assert "    size: 3" in lines and "    quick: true" in lines
     assert not any("undeclared_elsewhere" in line for line in lines)
+    assert any("sizee" in line and "does not declare" in line for line in lines)
+
+
+# -- floss_core.plotting, which every notebook uses ----------------------------------------------------------------
+
+def test_plotting_save_record_and_median_band(tmp_path, monkeypatch):
+    import matplotlib
+    import numpy as np
+    import torch
+
+    from floss_core import plotting
+
+    monkeypatch.setenv("FLOSS_FIG_DIR", str(tmp_path / "env_dir"))
+    monkeypatch.setenv("FLOSS_NOTEBOOK", "07_demo")
+    plotting.setup()
+    assert matplotlib.get_backend().lower() == "agg"
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    y = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, float("nan")], [2.0, 3.0, 5.0]])  # (E, L), a failed network
+    line = plotting.median_band(ax, [0, 1, 2], y)
+    assert np.allclose(line.get_ydata(), [2.0, 3.0, 4.0])  # NaN ignored
+    line = plotting.median_band(ax, [0, 1, 2], y.T, axis=1)
+    assert np.allclose(line.get_ydata(), [2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="points per network"):
+        plotting.median_band(ax, [0, 1], y)
+    plotting.caption(fig, {"seed": 0, "k": 16})
+    paths = plotting.save(fig, "demo")
+    assert [p.name for p in paths] == ["demo.png", "demo.pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert paths[0].parent == tmp_path / "env_dir"
+    assert plotting.save(fig, "demo", out_dir=tmp_path / "explicit")[0].parent == tmp_path / "explicit"
+    plt.close(fig)
+
+    path = plotting.record({"a": torch.tensor(0.5), "b": np.float32(2.0), "c": 3, "d": [1.0, torch.tensor(2)]})
+    assert path == tmp_path / "env_dir" / "07_demo_numbers.json"
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": 2.0, "c": 3, "d": [1.0, 2]}
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        plotting.record({"bad": float("nan")}, name="nan_case")
+    with pytest.raises(TypeError):
+        plotting.record({"text": "not a number"})
+    with pytest.raises(ValueError):
+        plotting.record({})

@@ -117,3 +117,17 @@ def test_mismatched_task_channels_raise():
 def test_unknown_task_name_raises():
     with pytest.raises(ValueError, match="unknown task"):
         TaskConfig(name="addition")
+
+
+def test_one_task_per_network_gives_each_network_its_own_delay():
+    from floss_core.training import sample_task
+    m = ModelConfig(n_hidden=6).build(1, 1, n_networks=3, generator=gen(11))
+    tasks = [TaskConfig(name="copy", delay=d, seq_len=12, batch=2) for d in (2, 5, 2)]
+    b = sample_task(tasks, m, gen(12))
+    assert b.inputs.shape == (3, 2, 12, 1)
+    assert [int((b.mask[e, 0, :, 0] == 0).sum()) for e in range(3)] == [2, 5, 2]
+    for e, d in enumerate((2, 5, 2)):
+        torch.testing.assert_close(b.targets[e, :, d:, 0], b.bits[e, :, :-d, 0].to(b.targets.dtype))
+    with pytest.raises(ValueError, match="share seq_len"):
+        sample_task([TaskConfig(name="copy", delay=2, seq_len=12), TaskConfig(name="copy", delay=2, seq_len=13),
+                     TaskConfig(name="copy", delay=2, seq_len=12)], m, gen(12))
