@@ -54,13 +54,13 @@ def flossing_sweep(*, n_hidden: int = 80, gains=(0.5, 1.0, 2.0), ks=(1, 16, 32),
     For every k in ``ks``: one ensemble of E = len(gains) * n_networks networks (network ``e = i * n_networks + s``
     has gain ``gains[i]``, seed s; the same initial networks for every k) is flossed for ``floss_steps`` steps.
 
-    Returns a dict with
-        gains (E,), ks, floss_exponents {k: (floss_steps, E, k)} measured during flossing,
-        spectrum_before (E, spectrum_k), spectrum_after {k: (E, spectrum_k)} over long trajectories,
-        profile_before (E, horizon + 1), profile_after {k: ...}: gradient norm of a late loss w.r.t. the state
+    Returns a dict with (lists "after" are aligned with ``ks``)
+        gains (E,), ks, floss_exponents [(floss_steps, E, k) per k] measured during flossing,
+        spectrum_before (E, spectrum_k), spectrum_after [(E, spectrum_k) per k] over long trajectories,
+        profile_before (E, horizon + 1), profile_after [... per k]: gradient norm of a late loss w.r.t. the state
             tau steps earlier (float64), and
-        log_sv_before (E, horizon // sv_every, spectrum_k), log_sv_after {k: ...}: log singular values of the
-            long-term Jacobian every sv_every steps (float64), sv_times.
+        log_sv_before (E, horizon // sv_every, spectrum_k), log_sv_after [... per k]: log singular values of the
+            long-term Jacobian every sv_every steps (float64), sv_times; failed [(E,) per k].
     All trajectories are driven like the flossing (``input``: "zero" or "task"), from the same random starts.
     """
     gains = [float(g) for g in gains]
@@ -86,17 +86,18 @@ def flossing_sweep(*, n_hidden: int = 80, gains=(0.5, 1.0, 2.0), ks=(1, 16, 32),
         profile = gradient_norm_profile(m64, drive_long, generator=_gen(seed + 5)).cpu()
         return spec, profile, log_sv
 
-    out = {"gains": gain_of, "ks": list(ks), "floss_exponents": {}, "spectrum_after": {}, "profile_after": {},
-           "log_sv_after": {}, "sv_times": torch.arange(sv_every, horizon + 1, sv_every)}
+    out = {"gains": gain_of, "ks": list(ks), "floss_exponents": [], "spectrum_after": [], "profile_after": [],
+           "log_sv_after": [], "failed": [], "sv_times": torch.arange(sv_every, horizon + 1, sv_every)}
     out["spectrum_before"], out["profile_before"], out["log_sv_before"] = measure(base)
     for k in ks:
         model = copy.deepcopy(base)
         cfg = FlossConfig(k=k, gradient=gradient, lr=lr, batch=batch, seq_len=seq_len, n_transient=n_transient,
                           input=input)
         res = floss(model, floss_steps, config=cfg, generator=_gen(seed + 10 + k, device), progress=progress)
-        out["floss_exponents"][k] = res.exponents
-        out["spectrum_after"][k], out["profile_after"][k], out["log_sv_after"][k] = measure(model)
-        out.setdefault("failed", {})[k] = res.failed
+        spec, profile, log_sv = measure(model)
+        for key, value in (("floss_exponents", res.exponents), ("spectrum_after", spec), ("profile_after", profile),
+                           ("log_sv_after", log_sv), ("failed", res.failed)):
+            out[key].append(value)
     return out
 
 
@@ -104,56 +105,60 @@ def _train_configs(train_steps, lr, clip, record_every, record_k):
     return TrainConfig(n_steps=train_steps, lr=lr, clip=clip, record_every=record_every, record_k=record_k)
 
 
-def delay_sweep(*, task: str = "copy", delays=(10, 20, 30, 40), conditions=CONDITIONS, n_networks: int = 5,
+def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CONDITIONS, n_networks: int = 5,
                 n_hidden: int = 80, gain: float = 1.0, train_steps: int = 3001, batch: int = 16, seq_len: int = 300,
                 lr: float = 1e-3, clip: float = 0.03, floss_k: int = 75, floss_seq_len: int = 55,
                 floss_transient: int = 16, floss_batch: int = 1, floss_gradient: str = "full",
                 pre_steps: int = 500, every: int = 100, episode_steps: int = 500, max_episodes: int = 2,
                 record_every: int = 100, record_k: int = 8, seed: int = 0, device: str = "cpu",
                 dtype: str = "float32", progress: bool = True) -> dict:
-    """Training on a delayed task over a grid of delays for each flossing condition (figures 3 and 4).
+    """Training on delayed tasks over a grid of delays for each flossing condition (figures 3 and 4).
 
     Conditions: "none" (plain training), "pre" (``pre_steps`` flossing steps before training), "pre+during" (also
     ``max_episodes`` episodes of ``episode_steps`` flossing steps every ``every`` training steps). The n_networks
-    initial networks (seeds) are the same in every condition; preflossing is done once per seed and the flossed
-    networks are copied to every delay. Within a condition, all delays and seeds train as one ensemble: network
-    ``e = d * n_networks + s``.
+    initial networks (seeds) are the same for every task, delay and condition; preflossing is done once per seed and
+    the flossed networks are copied to every task and delay. Conditions without flossing episodes ("none", "pre")
+    train together as one ensemble, "pre+during" as another: network ``e = (c * n_tasks + j) * D * S + d * S + s``.
 
-    Returns {"delays", "conditions", and per condition c: c -> {"accuracy", "loss", "grad_norm":
-    (train_steps, D, S), "exponents": (n_records, D, S, record_k), "exponent_steps", "failed": (D, S)}} plus
-    "pre_floss_exponents" (pre_steps, S, floss_k) measured during preflossing.
+    Returns {"tasks", "delays", "conditions", and per condition c: c -> {"accuracy", "loss", "grad_norm":
+    (train_steps, n_tasks, D, S), "exponents": (n_records, n_tasks, D, S, record_k), "exponent_steps",
+    "failed": (n_tasks, D, S)}} plus "pre_floss_exponents" (pre_steps, S, floss_k) measured during preflossing.
     """
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f"unknown condition {c!r}; valid: {CONDITIONS}")
-    D, S = len(delays), n_networks
-    gen = _gen(seed)
-    base = ModelConfig(n_hidden=n_hidden, gain=gain, dtype=dtype).build(1, 1, n_networks=S, generator=gen,
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    J, D, S = len(tasks), len(delays), n_networks
+    base = ModelConfig(n_hidden=n_hidden, gain=gain, dtype=dtype).build(1, 1, n_networks=S, generator=_gen(seed),
                                                                        device=device)
     fcfg = FlossConfig(k=floss_k, seq_len=floss_seq_len, n_transient=floss_transient, batch=floss_batch, lr=lr,
                        gradient=floss_gradient)
-    out = {"delays": list(delays), "conditions": list(conditions), "task": task}
+    out = {"tasks": tasks, "delays": list(delays), "conditions": list(conditions)}
     pre = None
     if any(c != "none" for c in conditions) and pre_steps:
         pre = copy.deepcopy(base)
         res = floss(pre, pre_steps, config=fcfg, generator=_gen(seed + 1, device), progress=progress)
         out["pre_floss_exponents"] = res.exponents
-    tasks = [TaskConfig(name=task, delay=d, seq_len=seq_len, batch=batch) for d in delays for _ in range(S)]
+    grid = [TaskConfig(name=t, delay=d, seq_len=seq_len, batch=batch) for t in tasks for d in delays for _ in range(S)]
     tcfg = _train_configs(train_steps, lr, clip, record_every, record_k)
-    for c in conditions:
-        src = base if c == "none" or pre is None else pre
-        model = tile_networks(src, D)
-        sched = FlossSchedule.none() if c != "pre+during" else FlossSchedule(
+    groups = [[c for c in conditions if c != "pre+during"], [c for c in conditions if c == "pre+during"]]
+    for group in groups:
+        if not group:
+            continue
+        model = concat_networks([tile_networks(base if c == "none" or pre is None else pre, J * D) for c in group])
+        sched = FlossSchedule.none() if group[0] != "pre+during" else FlossSchedule(
             pre_steps=0, every=every, episode_steps=episode_steps, max_episodes=max_episodes)
-        h = train(model, tasks, config=tcfg, floss_config=fcfg, schedule=sched, generator=_gen(seed + 2, device),
-                  progress=progress)
-        n = h.accuracy.shape[0]
-        out[c] = {
-            "accuracy": h.accuracy.reshape(n, D, S), "loss": h.loss.reshape(n, D, S),
-            "grad_norm": h.grad_norm.reshape(n, D, S),
-            "exponents": h.exponents.reshape(len(h.exponent_steps), D, S, -1), "exponent_steps": h.exponent_steps,
-            "failed": h.failed.reshape(D, S),
-        }
+        h = train(model, grid * len(group), config=tcfg, floss_config=fcfg, schedule=sched,
+                  generator=_gen(seed + 2, device), progress=progress)
+        n, r = h.accuracy.shape[0], len(h.exponent_steps)
+        for i, c in enumerate(group):
+            sl = slice(i * J * D * S, (i + 1) * J * D * S)
+            out[c] = {
+                "accuracy": h.accuracy[:, sl].reshape(n, J, D, S), "loss": h.loss[:, sl].reshape(n, J, D, S),
+                "grad_norm": h.grad_norm[:, sl].reshape(n, J, D, S),
+                "exponents": h.exponents[:, sl].reshape(r, J, D, S, -1), "exponent_steps": h.exponent_steps,
+                "failed": h.failed[sl].reshape(J, D, S),
+            }
     return out
 
 
@@ -169,10 +174,10 @@ def complexity_sweep(*, task: str = "copy", channels=(1, 2, 4), ks=(0, 1, 4, 16,
     (0: no flossing) a copy preflossed with that k; all (k, seed) networks then train together as one ensemble,
     network ``e = j * n_networks + s`` for k = ks[j].
 
-    Returns {"channels", "ks", and per C: C -> {"accuracy": (train_steps, len(ks), S), "failed": (len(ks), S)}}.
+    Returns {"channels", "ks", "accuracy": [(train_steps, len(ks), S) per C], "failed": [(len(ks), S) per C]}.
     """
     S = n_networks
-    out = {"channels": list(channels), "ks": list(ks), "task": task, "delay": delay}
+    out = {"channels": list(channels), "ks": list(ks), "task": task, "delay": delay, "accuracy": [], "failed": []}
     for C in channels:
         gen = _gen(seed + 100 * C)
         base = ModelConfig(n_hidden=n_hidden, gain=gain, dtype=dtype).build(C, C, n_networks=S, generator=gen,
@@ -190,7 +195,8 @@ def complexity_sweep(*, task: str = "copy", channels=(1, 2, 4), ks=(0, 1, 4, 16,
         h = train(model, TaskConfig(name=task, delay=delay, seq_len=seq_len, batch=batch, n_channels=C),
                   config=tcfg, schedule=FlossSchedule.none(), generator=_gen(seed + 2, device), progress=progress)
         n = h.accuracy.shape[0]
-        out[C] = {"accuracy": h.accuracy.reshape(n, len(ks), S), "failed": h.failed.reshape(len(ks), S)}
+        out["accuracy"].append(h.accuracy.reshape(n, len(ks), S))
+        out["failed"].append(h.failed.reshape(len(ks), S))
     return out
 
 
@@ -207,8 +213,8 @@ def final_accuracy(accuracy: torch.Tensor, last: int = 100) -> torch.Tensor:
     return accuracy[-min(last, accuracy.shape[0]):].mean(0)
 
 
-def summarize_delay_sweep(result: dict, *, threshold: float = 0.9, window: int = 50) -> dict:
-    """Success, steps to criterion and final accuracy per condition from a ``delay_sweep`` result.
+def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, window: int = 50) -> dict:
+    """Success, steps to criterion and final accuracy per condition for one task of a ``delay_sweep`` result.
 
     Success: the running mean (``window`` steps) of the test accuracy reaches ``threshold`` and stays above it until
     the end (``diagnostics.steps_to_criterion``); steps_to_criterion counts training steps (-1: never).
@@ -217,9 +223,12 @@ def summarize_delay_sweep(result: dict, *, threshold: float = 0.9, window: int =
     success rates differ most (ties: the longest such delay)}."""
     from .diagnostics import steps_to_criterion
 
+    if task not in result["tasks"]:
+        raise ValueError(f"task {task!r} is not in this sweep: {result['tasks']}")
+    j = result["tasks"].index(task)
     out = {"success": {}, "steps_to_criterion": {}, "final_accuracy": {}, "smoothed_accuracy": {}}
     for c in result["conditions"]:
-        acc = result[c]["accuracy"]  # (steps, D, S)
+        acc = result[c]["accuracy"][:, j]  # (steps, D, S)
         n, D, S = acc.shape
         w = min(window, n)
         sm = running_mean(acc, w)  # (n - w + 1, D, S)

@@ -28,6 +28,8 @@ def params_cell(src):
 
 
 def write(name, cells):
+    for c in cells:  # each notebook records its key numbers under its own name
+        c.source = c.source.replace("plotting.record(numbers)", f'plotting.record(numbers, name="{name}")')
     nb = nbf.v4.new_notebook()
     nb.cells = cells
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -57,7 +59,8 @@ params = dict(n_hidden=n_hidden, gains=gains, ks=ks, n_networks=n_networks, flos
               gradient=gradient, lr=lr, batch=batch, seq_len=seq_len, n_transient=n_transient,
               spectrum_k=spectrum_k, spectrum_steps=spectrum_steps, horizon=horizon, seed=seed, device=device)
 res = cached("flossing_sweep", params, lambda: experiments.flossing_sweep(**params, progress=not quick))
-gain_of = res["gains"].numpy()"""
+gain_of = res["gains"].numpy()
+by_k = {key: dict(zip(ks, res[key])) for key in ["floss_exponents", "spectrum_after", "profile_after", "log_sv_after"]}"""
 
 write("01_fig1_flossing", [
     md("""\
@@ -87,7 +90,7 @@ colors = dict(zip(gains, plt.cm.viridis(np.linspace(0.1, 0.85, len(gains)))))
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
 
 ax = axes[0]
-lam1 = res["floss_exponents"][k_a][:, :, 0].numpy()  # (steps, E)
+lam1 = by_k["floss_exponents"][k_a][:, :, 0].numpy()  # (steps, E)
 window = max(1, min(20, lam1.shape[0] // 5))
 smooth = np.stack([np.convolve(lam1[:, e], np.ones(window) / window, mode="valid") for e in range(lam1.shape[1])])
 for g in gains:
@@ -103,7 +106,7 @@ sel = gain_of == g_b
 i = np.arange(1, spectrum_k + 1)
 plotting.median_band(ax, i, res["spectrum_before"][sel].numpy(), label="before", color="gray")
 for k, c in zip(ks, plt.cm.plasma(np.linspace(0.1, 0.8, len(ks)))):
-    plotting.median_band(ax, i, res["spectrum_after"][k][sel].numpy(), label=f"after, k = {k}", color=c)
+    plotting.median_band(ax, i, by_k["spectrum_after"][k][sel].numpy(), label=f"after, k = {k}", color=c)
     ax.axvline(k, color=c, lw=0.6, ls=":")
 ax.axhline(0, color="k", lw=0.8)
 ax.set(xlabel="index i", ylabel=r"$\\lambda_i$ (1/step)", title=f"(b) spectra, g = {g_b}")
@@ -114,7 +117,7 @@ tau = np.arange(horizon + 1)
 for g in gains:
     sel = gain_of == g
     plotting.median_band(ax, tau, res["profile_before"][sel].numpy(), color=colors[g], label=f"g = {g}, before")
-    plotting.median_band(ax, tau, res["profile_after"][k_c][sel].numpy(), color=colors[g], label=f"after (k = {k_c})")
+    plotting.median_band(ax, tau, by_k["profile_after"][k_c][sel].numpy(), color=colors[g], label=f"after (k = {k_c})")
     ax.lines[-1].set_linestyle("--")
 ax.set_yscale("log")
 ax.set(xlabel=r"lag $\\tau$", ylabel=r"$\\|\\partial L_t / \\partial h_{t-\\tau}\\|$", title="(c) gradient norm vs lag")
@@ -132,12 +135,12 @@ for g in gains:
     sel = gain_of == g
     numbers[f"lambda1_before_g{g}"] = float(res["spectrum_before"][sel, 0].median())
     for k in ks:
-        after = res["spectrum_after"][k][sel]
+        after = by_k["spectrum_after"][k][sel]
         numbers[f"max_abs_flossed_g{g}_k{k}"] = float(after[:, :k].abs().max(1).values.median())
         if k < spectrum_k:
             numbers[f"lambda_k+1_g{g}_k{k}"] = float(after[:, k].median())
     numbers[f"profile_decades_before_g{g}"] = float(np.median(spread(res["profile_before"][sel])))
-    numbers[f"profile_decades_after_g{g}_k{k_c}"] = float(np.median(spread(res["profile_after"][k_c][sel])))
+    numbers[f"profile_decades_after_g{g}_k{k_c}"] = float(np.median(spread(by_k["profile_after"][k_c][sel])))
 plotting.record(numbers)"""),
 ])
 
@@ -169,7 +172,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
 ax = axes[0]
 for i, c in zip([0, k_big // 2, k_big - 1, spectrum_k - 1], plt.cm.plasma(np.linspace(0.1, 0.8, 4))):
     plotting.median_band(ax, t, res["log_sv_before"][sel][:, :, i].numpy(), color=c, label=f"i = {i + 1}, before")
-    plotting.median_band(ax, t, res["log_sv_after"][k_big][sel][:, :, i].numpy(), color=c, label="after")
+    plotting.median_band(ax, t, by_k["log_sv_after"][k_big][sel][:, :, i].numpy(), color=c, label="after")
     ax.lines[-1].set_linestyle("--")
 ax.set(xlabel="t (steps)", ylabel=r"$\\log \\sigma_i(J_t \\cdots J_1)$", title=f"(a) singular values, k = {k_big} flossed")
 ax.legend(fontsize=7, ncol=2)
@@ -177,7 +180,7 @@ ax.legend(fontsize=7, ncol=2)
 ax = axes[1]
 for k, c in zip([k for k in ks if k > 1], plt.cm.viridis(np.linspace(0.1, 0.8, len(ks)))):
     before = (res["log_sv_before"][sel][:, :, 0] - res["log_sv_before"][sel][:, :, k - 1]).numpy()
-    after = (res["log_sv_after"][k][sel][:, :, 0] - res["log_sv_after"][k][sel][:, :, k - 1]).numpy()
+    after = (by_k["log_sv_after"][k][sel][:, :, 0] - by_k["log_sv_after"][k][sel][:, :, k - 1]).numpy()
     plotting.median_band(ax, t, before, color=c, label=f"k = {k}, before")
     plotting.median_band(ax, t, after, color=c, label=f"k = {k}, after flossing k")
     ax.lines[-1].set_linestyle("--")
@@ -192,7 +195,7 @@ plotting.save(fig, "fig2_condition_number")"""),
 numbers = {}
 for k in [k for k in ks if k > 1]:
     before = res["log_sv_before"][sel][:, -1, 0] - res["log_sv_before"][sel][:, -1, k - 1]
-    after = res["log_sv_after"][k][sel][:, -1, 0] - res["log_sv_after"][k][sel][:, -1, k - 1]
+    after = by_k["log_sv_after"][k][sel][:, -1, 0] - by_k["log_sv_after"][k][sel][:, -1, k - 1]
     numbers[f"log_kappa_T_before_k{k}"] = float(before.median())
     numbers[f"log_kappa_T_after_k{k}"] = float(after.median())
     numbers[f"predicted_log_kappa_T_k{k}"] = float(
@@ -220,13 +223,11 @@ max_episodes = 2  # N_i
 threshold = 0.9  # success: running-mean accuracy stays above this until the end"""
 
 DELAY_CALL = """\
-results = {}
-for task in tasks:
-    params = dict(task=task, delays=delays, n_networks=n_networks, n_hidden=n_hidden, gain=gain,
-                  train_steps=train_steps, batch=batch, seq_len=seq_len, floss_k=floss_k, pre_steps=pre_steps,
-                  every=every, episode_steps=episode_steps, max_episodes=max_episodes, seed=seed, device=device)
-    results[task] = cached("delay_sweep", params, lambda: experiments.delay_sweep(**params, progress=not quick))
-summary = {task: experiments.summarize_delay_sweep(results[task], threshold=threshold) for task in tasks}"""
+params = dict(tasks=tasks, delays=delays, n_networks=n_networks, n_hidden=n_hidden, gain=gain,
+              train_steps=train_steps, batch=batch, seq_len=seq_len, floss_k=floss_k, pre_steps=pre_steps,
+              every=every, episode_steps=episode_steps, max_episodes=max_episodes, seed=seed, device=device)
+res = cached("delay_sweep", params, lambda: experiments.delay_sweep(**params, progress=not quick))
+summary = {task: experiments.summarize_delay_sweep(res, task, threshold=threshold) for task in tasks}"""
 
 
 def delay_notebook(name, title, claim, look, plot, numbers, runtime, fmt):
@@ -240,7 +241,7 @@ def delay_notebook(name, title, claim, look, plot, numbers, runtime, fmt):
     ])
 
 
-FMT = dict(DELAYS="[10, 20, 30, 45, 60]", NETS=5, STEPS=2000, SEQ=150, K=75, PRE=500, EPI=500)
+FMT = dict(DELAYS="[10, 20, 30, 45, 60, 90]", NETS=5, STEPS=1500, SEQ=150, K=75, PRE=500, EPI=100)
 delay_notebook(
     "03_fig3_preflossing", "Figure 3: flossing before training improves success and speed at long delays",
     "Flossing the exponents to zero before training (preflossing) makes networks learn delayed copy and delayed XOR "
@@ -306,7 +307,7 @@ cond_color = {"none": "tab:gray", "pre": "tab:blue", "pre+during": "tab:red"}
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
 for ax, task in zip(axes[:2], tasks):
     s = summary[task]
-    for c in results[task]["conditions"]:
+    for c in res["conditions"]:
         plotting.median_band(ax, np.array(delays), s["final_accuracy"][c].numpy().T, color=cond_color[c], label=c)
         ax.lines[-1].set_marker("o")
     ax.set(xlabel="delay d", ylabel="final accuracy (last 100 steps)", ylim=(0.4, 1.02),
@@ -314,11 +315,10 @@ for ax, task in zip(axes[:2], tasks):
     ax.legend()
 ax = axes[2]
 task = tasks[-1]
-r = results[task]
 d_idx = summary[task]["hardest_informative_delay_index"]
-for c in r["conditions"]:
-    lam1 = r[c]["exponents"][:, d_idx, :, 0].numpy()  # (records, S)
-    plotting.median_band(ax, np.array(r[c]["exponent_steps"]), lam1.T, color=cond_color[c], label=c)
+for c in res["conditions"]:
+    lam1 = res[c]["exponents"][:, tasks.index(task), d_idx, :, 0].numpy()  # (records, S)
+    plotting.median_band(ax, np.array(res[c]["exponent_steps"]), lam1.T, color=cond_color[c], label=c)
 ax.axhline(0, color="k", lw=0.8)
 ax.set(xlabel="training step", ylabel=r"$\\lambda_1$", title=f"(c) {task}, d = {delays[d_idx]}: top exponent")
 ax.legend()
@@ -329,7 +329,7 @@ plotting.save(fig, "fig4_during")""",
     """\
 numbers = {}
 for task in tasks:
-    for c in results[task]["conditions"]:
+    for c in res["conditions"]:
         for d, n in zip(delays, summary[task]["success"][c].sum(1).tolist()):
             numbers[f"{task}_{c}_d{d}_successes"] = n
 plotting.record(numbers)""",
@@ -367,7 +367,7 @@ pre_steps = 500"""),
 params = dict(task=task, channels=channels, ks=ks, delay=delay, n_networks=n_networks, n_hidden=n_hidden, gain=gain,
               train_steps=train_steps, batch=batch, seq_len=seq_len, pre_steps=pre_steps, seed=seed, device=device)
 res = cached("complexity_sweep", params, lambda: experiments.complexity_sweep(**params, progress=not quick))
-final = {C: experiments.final_accuracy(res[C]["accuracy"]) for C in channels}  # (len(ks), S) each"""),
+final = {C: experiments.final_accuracy(acc) for C, acc in zip(channels, res["accuracy"])}  # (len(ks), S) each"""),
     code("""\
 fig, ax = plt.subplots(figsize=(6, 4.3))
 x = np.array([max(k, 0.5) for k in ks])  # k = 0 drawn at 0.5 on the log axis

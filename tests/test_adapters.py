@@ -5,7 +5,7 @@ import torch
 from helpers import F64, gen
 from torch import nn
 
-from floss_core import TanhRNN, lyapunov_spectrum
+from floss_core import TanhRNN, TaskConfig, lyapunov_spectrum, train
 from floss_core.adapters import TorchCell, flossing_loss_of, from_torch, spectrum
 from floss_core.gated import GRU, LSTM
 
@@ -61,10 +61,8 @@ def test_rnn_layer_equals_its_cell_with_the_same_weights(layer_cls, cell_cls, ba
     b = spectrum(layer, x if batch_first else x.transpose(0, 1), k, h0=h0, Q0=Q0)
     torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     # the layer's trajectory is the one the module itself computes
-    if layer_cls is nn.LSTM:
-        out, _ = layer(x if batch_first else x.transpose(0, 1), (h0[None, :, :H].contiguous(), h0[None, :, H:].contiguous()))
-    else:
-        out, _ = layer(x if batch_first else x.transpose(0, 1), h0[None])
+    hx = (h0[None, :, :H].contiguous(), h0[None, :, H:].contiguous()) if layer_cls is nn.LSTM else h0[None]
+    out, _ = layer(x if batch_first else x.transpose(0, 1), hx)
     out = out if batch_first else out.transpose(0, 1)  # (B, T, H)
     wrapped, h, states = TorchCell(layer), h0[None], []
     for t in range(T):
@@ -217,6 +215,8 @@ def test_torch_cell_has_no_readout():
         cell.readout(torch.zeros(1, 1, 4))
     with pytest.raises(TypeError, match="no readout"):
         cell.output_size
+    with pytest.raises(TypeError, match="no readout"):
+        train(cell, TaskConfig(name="copy", delay=2, seq_len=10, batch=2), progress=False)
 
 
 def test_relu_rnn_has_no_floss_core_twin():
