@@ -129,6 +129,9 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
             raise ValueError(f"unknown condition {c!r}; valid: {CONDITIONS}")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     J, D, S = len(tasks), len(delays), n_networks
+    grid = [TaskConfig(name=t, delay=d, seq_len=seq_len, batch=batch) for t in tasks for d in delays for _ in range(S)]
+    for t in set(grid):  # fail before any flossing on impossible settings (e.g. an odd delay for XOR)
+        t.sample(1, _gen(0))
     base = ModelConfig(n_hidden=n_hidden, gain=gain, dtype=dtype).build(1, 1, n_networks=S, generator=_gen(seed),
                                                                        device=device)
     fcfg = FlossConfig(k=floss_k, seq_len=floss_seq_len, n_transient=floss_transient, batch=floss_batch, lr=lr,
@@ -139,7 +142,6 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
         pre = copy.deepcopy(base)
         res = floss(pre, pre_steps, config=fcfg, generator=_gen(seed + 1, device), progress=progress)
         out["pre_floss_exponents"] = res.exponents
-    grid = [TaskConfig(name=t, delay=d, seq_len=seq_len, batch=batch) for t in tasks for d in delays for _ in range(S)]
     tcfg = _train_configs(train_steps, lr, clip, record_every, record_k)
     groups = [[c for c in conditions if c != "pre+during"], [c for c in conditions if c == "pre+during"]]
     for group in groups:

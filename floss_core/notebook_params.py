@@ -8,7 +8,8 @@
     01_fig1_spectra:
       n_networks: 4
 
-Only parameters a notebook declares in its ``parameters`` cell are passed: ``_all`` entries (and ``device``) that
+Every notebook must have its own section (``stem: {}`` if nothing needs shrinking): a missing one is an error,
+not a silent paper-scale "quick" run. Only parameters a notebook declares in its ``parameters`` cell are passed: ``_all`` entries (and ``device``) that
 a notebook does not declare are skipped; an entry in a notebook's own section that it does not declare is an
 error (a typo would otherwise silently leave the paper-scale value in the quick run).
 
@@ -56,12 +57,19 @@ def declared_parameters(notebook) -> dict:
 def quick_parameters(notebook_stem: str, *, declared=None, params_file=None) -> dict:
     """The quick-mode parameters of a notebook: ``_all`` updated by its own section of quick_params.yaml.
 
+    Every notebook needs a section (``stem: {}`` when nothing shrinks), so that no notebook runs at paper scale
+    in quick mode by accident.
+
     declared: the names the notebook declares (e.g. ``declared_parameters(path)``); when given, ``_all`` entries
     it does not declare are dropped and undeclared entries of its own section raise ValueError.
     """
     table = load_quick_params(params_file)
+    if notebook_stem not in table:
+        raise ValueError(f"quick_params.yaml has no section {notebook_stem!r}: add one with the notebook's small "
+                         f"sizes (or `{notebook_stem}: {{}}` if nothing needs shrinking), else quick mode would run "
+                         "it at paper scale")
     params = dict(table.get("_all", {}))
-    own = table.get(notebook_stem, {})
+    own = table[notebook_stem]
     if declared is not None:
         params = {k: v for k, v in params.items() if k in declared}
         unknown = sorted(set(own) - set(declared))

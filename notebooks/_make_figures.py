@@ -241,7 +241,7 @@ def delay_notebook(name, title, claim, look, plot, numbers, runtime, fmt):
     ])
 
 
-FMT = dict(DELAYS="[10, 20, 30, 45, 60, 90]", NETS=5, STEPS=1500, SEQ=150, K=75, PRE=500, EPI=100)
+FMT = dict(DELAYS="[10, 20, 30, 40, 60, 90]", NETS=5, STEPS=1500, SEQ=150, K=75, PRE=500, EPI=100)
 delay_notebook(
     "03_fig3_preflossing", "Figure 3: flossing before training improves success and speed at long delays",
     "Flossing the exponents to zero before training (preflossing) makes networks learn delayed copy and delayed XOR "
