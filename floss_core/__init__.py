@@ -5,12 +5,14 @@ The public API is what this module re-exports; everything else may change.
 from .config import FlossConfig, FlossSchedule, ModelConfig, TrainConfig
 from .flossing import FlossResult, floss, flossing_loss, flossing_spectrum
 from .lyapunov import lyapunov_spectrum, tangent_step
+from .gated import GRU, LSTM
 from .models import TanhRNN
+from . import adapters
 from .tasks import TASKS, TaskBatch, TaskConfig, delay_from_author, make_batch
 from .training import History, rollout, task_loss, train
 
 __all__ = [
-    "TanhRNN", "lyapunov_spectrum", "tangent_step",
+    "TanhRNN", "LSTM", "GRU", "adapters", "lyapunov_spectrum", "tangent_step",
     "ModelConfig", "FlossConfig", "FlossSchedule", "TrainConfig", "TaskConfig",
     "TASKS", "TaskBatch", "make_batch", "delay_from_author",
     "floss", "flossing_loss", "flossing_spectrum", "FlossResult",

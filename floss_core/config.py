@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .gated import GRU, LSTM
 from .models import TanhRNN
 
 __all__ = ["ModelConfig", "FlossConfig", "FlossSchedule", "TrainConfig"]
@@ -28,8 +29,12 @@ def resolve_dtype(dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+CELLS = {"tanh": TanhRNN, "lstm": LSTM, "gru": GRU}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    cell: str = "tanh"  # "tanh" (the paper's vanilla RNN), "lstm" or "gru"
     n_hidden: int = 80  # N, units
     gain: float = 1.0  # g, W_ij ~ N(0, g^2 / N)
     init: str = "gaussian"  # "gaussian" or "orthogonal" recurrent weights
@@ -39,8 +44,14 @@ class ModelConfig:
     dtype: str = "float32"  # parameter dtype, "float32" or "float64"
 
     def build(self, n_in: int, n_out: int, *, n_networks: int = 1, generator: torch.Generator | None = None,
-              device=None) -> TanhRNN:
-        """A TanhRNN ensemble of ``n_networks`` networks with these settings."""
+              device=None):
+        """An ensemble of ``n_networks`` networks with these settings (gated cells use their own PyTorch-like
+        initialization; only ``gain`` applies to them)."""
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; valid cells: {sorted(CELLS)}")
+        if self.cell != "tanh":
+            return CELLS[self.cell](n_in, self.n_hidden, n_out, gain=self.gain, n_networks=n_networks,
+                                    generator=generator, dtype=resolve_dtype(self.dtype), device=device)
         return TanhRNN(n_in, self.n_hidden, n_out, gain=self.gain, n_networks=n_networks, init=self.init,
                        input_std=self.input_std, readout_std=self.readout_std, bias_max=self.bias_max,
                        generator=generator, dtype=resolve_dtype(self.dtype), device=device)

@@ -106,7 +106,7 @@ def _train_configs(train_steps, lr, clip, record_every, record_k):
 
 
 def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CONDITIONS, n_networks: int = 5,
-                n_hidden: int = 80, gain: float = 1.0, train_steps: int = 3001, batch: int = 16, seq_len: int = 300,
+                cell: str = "tanh", n_hidden: int = 80, gain: float = 1.0, train_steps: int = 3001, batch: int = 16, seq_len: int = 300,
                 lr: float = 1e-3, clip: float = 0.03, floss_k: int = 75, floss_seq_len: int = 55,
                 floss_transient: int = 16, floss_batch: int = 1, floss_gradient: str = "full",
                 pre_steps: int = 500, every: int = 100, episode_steps: int = 500, max_episodes: int = 2,
@@ -114,6 +114,7 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
                 dtype: str = "float32", progress: bool = True) -> dict:
     """Training on delayed tasks over a grid of delays for each flossing condition (figures 3 and 4).
 
+    ``cell``: "tanh" (the paper's vanilla RNN), "lstm" or "gru" (figure 6).
     Conditions: "none" (plain training), "pre" (``pre_steps`` flossing steps before training), "pre+during" (also
     ``max_episodes`` episodes of ``episode_steps`` flossing steps every ``every`` training steps). The n_networks
     initial networks (seeds) are the same for every task, delay and condition; preflossing is done once per seed and
@@ -132,8 +133,8 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
     grid = [TaskConfig(name=t, delay=d, seq_len=seq_len, batch=batch) for t in tasks for d in delays for _ in range(S)]
     for t in set(grid):  # fail before any flossing on impossible settings (e.g. an odd delay for XOR)
         t.sample(1, _gen(0))
-    base = ModelConfig(n_hidden=n_hidden, gain=gain, dtype=dtype).build(1, 1, n_networks=S, generator=_gen(seed),
-                                                                       device=device)
+    base = ModelConfig(cell=cell, n_hidden=n_hidden, gain=gain, dtype=dtype).build(
+        1, 1, n_networks=S, generator=_gen(seed), device=device)
     fcfg = FlossConfig(k=floss_k, seq_len=floss_seq_len, n_transient=floss_transient, batch=floss_batch, lr=lr,
                        gradient=floss_gradient)
     out = {"tasks": tasks, "delays": list(delays), "conditions": list(conditions)}

@@ -1,0 +1,179 @@
+"""Per-network cost of a differentiable Lyapunov spectrum (forward + backward of mean(lambda^2)), three ways.
+
+    python benchmarks/spectrum.py [--device cpu|cuda] [--dtype float64,float32] [--gain 1,2] [--repeats 5] [--quick]
+
+For (N, k, T) = (80, 75, 300) with E = 32 networks and (64, 16, 512) with E = 64, zero input, a quarter transient:
+
+  straight   a straightforward single-network loop: dense Jacobian ``W * (1 - tanh(h)^2)``, ``torch.linalg.qr`` every
+             step, autograd (one network at a time; the per-network time of one network);
+  reference  ``floss_core.lyapunov_spectrum`` on the E networks batched (autograd through every step);
+  fast       ``floss_core.fast.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
+  fast auto  the same with t_ons = "auto" (QRs only where the basis' conditioning requires them; the same
+             exponents as a QR every step, up to roundoff).
+
+Prints wall time per network (min / median / max over the repeats) and, because the machine may be shared, CPU time
+of this process per network (median); the speed-up of each over ``straight`` (ratio of medians, and the ratio of
+the worst fast time to the best straight time); the achieved GFLOP/s of the fast engine (its useful matmul and
+factorization flops over its time) against a large matmul measured in the same run; and the accuracy of the fast
+engine against the reference on the same trajectories (max |lambda difference|, relative gradient difference).
+Run it on one thread (``OMP_NUM_THREADS=1``, the default here) unless you mean to measure threads.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from floss_core import TanhRNN, lyapunov_spectrum
+from floss_core.fast import fast_lyapunov_spectrum
+
+CONFIGS = [(80, 75, 300, 32), (64, 16, 512, 64)]  # (N, k, T, E)
+QUICK = [(20, 15, 40, 4), (16, 4, 60, 8)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def straight_loop(W, U, b, xs, h0, Q0, n_transient):
+    """The straightforward single-network loop. W (N, N), U (N, I), b (N,), xs T x (I,), h0 (N,), Q0 (N, k)."""
+    h = h0
+    Q, _ = torch.linalg.qr(Q0)
+    logs = []
+    for t, x in enumerate(xs):
+        r = torch.tanh(h)
+        J = W * (1 - r * r)  # dense step Jacobian W diag(1 - tanh(h)^2)
+        h = W @ r + U @ x + b
+        Q, R = torch.linalg.qr(J @ Q)
+        if t >= n_transient:
+            logs.append(torch.diagonal(R).abs().log())
+    return torch.stack(logs).sum(0) / (len(xs) - n_transient)
+
+
+def timed(fn, device):
+    """Run fn() once: (wall seconds, CPU seconds of this process)."""
+    sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def matmul_gflops(dtype, device, n=1024, repeats=5):
+    A = torch.randn(n, n, dtype=dtype, device=device)
+    A @ A
+    best = min(timed(lambda: A @ A, device)[0] for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def fast_flops(N, k, T, n_qr):
+    """Useful flops of one network's fast forward + backward (matmuls and factorizations, not elementwise)."""
+    per_step = 2 * N * N * k + 2 * (2 * N * N * (k + 1))  # push; W^T [Y_bar | h_bar] and the W_bar accumulation
+    per_qr = (2 * N * k * k + k ** 3 / 3 + N * k * k) + (2 * N * k * k + 2 * N * k * k + N * k * k)  # Cholesky QR; QR bwd
+    return T * per_step + n_qr * per_qr
+
+
+def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
+    gen = torch.Generator().manual_seed(0)
+    model = TanhRNN(1, N, 1, gain=gain, n_networks=E, generator=gen, dtype=dtype).to(device)
+    n_tr = T // 4
+    h0 = model.initial_state(1, torch.Generator().manual_seed(1).manual_seed(1)).to(device) if device.type == "cpu" \
+        else model.initial_state(1, None)
+    h0 = torch.randn(E, 1, N, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
+    Q0 = torch.randn(E, 1, N, k, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
+    kw = dict(n_steps=T, n_transient=n_tr, h0=h0, Q0=Q0)
+    params = [model.W, model.U, model.b]
+
+    def run_batched(fn, **extra):
+        def go():
+            lam = fn(model, None, k, **kw, **extra)
+            (lam ** 2).mean().backward()
+        return go
+
+    def run_single(e):
+        W = model.W[e].detach().clone().requires_grad_()
+        U = model.U[e].detach().clone().requires_grad_()
+        b = model.b[e].detach().clone().requires_grad_()
+        xs = torch.zeros(T, 1, dtype=dtype, device=device).unbind(0)
+
+        def go():
+            lam = straight_loop(W, U, b, xs, h0[e, 0], Q0[e, 0], n_tr)
+            (lam ** 2).mean().backward()
+        return go
+
+    info = {}
+    runs = {"straight": [], "reference": [], "fast": [], "fast auto": []}
+    for rep in range(repeats):  # interleaved, so that a change of load on a shared machine hits all alike
+        if rep < single_repeats:
+            runs["straight"].append(timed(run_single(rep % E), device))
+        w, c = timed(run_batched(lyapunov_spectrum), device)
+        runs["reference"].append((w / E, c / E))
+        w, c = timed(run_batched(fast_lyapunov_spectrum, t_ons=1), device)
+        runs["fast"].append((w / E, c / E))
+        w, c = timed(run_batched(fast_lyapunov_spectrum, t_ons="auto", info=info), device)
+        runs["fast auto"].append((w / E, c / E))
+    for p in params:
+        p.grad = None
+
+    # accuracy of the fast engine against the reference, same trajectories
+    ref = lyapunov_spectrum(model, None, k, **kw)
+    g_ref = torch.autograd.grad((ref ** 2).mean(), params)
+    acc = {}
+    for name, t_ons in (("fast", 1), ("fast auto", "auto")):
+        lam = fast_lyapunov_spectrum(model, None, k, t_ons=t_ons, **kw)
+        g = torch.autograd.grad((lam ** 2).mean(), params)
+        rel = max(((a - b).norm() / b.norm()).item() for a, b in zip(g, g_ref))
+        acc[name] = ((lam - ref).abs().max().item(), rel)
+    return runs, acc, info.get("n_qr", T)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float64,float32")
+    ap.add_argument("--gain", default="1,2", help="recurrent gains g (comma separated)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--single-repeats", type=int, default=3, help="repeats of the (slow) single-network loop")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (a smoke test)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    configs = QUICK if args.quick else CONFIGS
+    repeats = 2 if args.quick else args.repeats
+    single = min(repeats, 2 if args.quick else args.single_repeats)
+    print(f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; times per network in ms: "
+          "wall min / median / max (CPU median); speed-up = straight median / this median "
+          "(worst case: straight min / this max)")
+    for dname in args.dtype.split(","):
+        dtype = getattr(torch, dname)
+        peak = matmul_gflops(dtype, device)
+        print(f"\n## {dname}: large matmul {peak:.0f} GFLOP/s")
+        print("| N, k, T, E | g | method | wall min / med / max | CPU med | speed-up (worst) | GFLOP/s | "
+              "max abs d lambda | rel d grad |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for N, k, T, E in configs:
+            for gain in (float(g) for g in args.gain.split(",")):
+                runs, acc, n_qr = bench(N, k, T, E, gain, dtype, device, repeats, single)
+                s_wall = [w for w, _ in runs["straight"]]
+                s_med, s_min = statistics.median(s_wall), min(s_wall)
+                for name, r in runs.items():
+                    wall = [w for w, _ in r]
+                    cpu = statistics.median(c for _, c in r)
+                    med = statistics.median(wall)
+                    speed = f"{s_med / med:.1f}x ({s_min / max(wall):.1f}x)"
+                    gf = acc_s = ""
+                    if name.startswith("fast"):
+                        gf = f"{fast_flops(N, k, T, T if name == 'fast' else n_qr) / med / 1e9:.1f}"
+                        d_lam, d_grad = acc[name]
+                        acc_s = f"{d_lam:.1e} | {d_grad:.1e}"
+                    else:
+                        acc_s = " | "
+                    print(f"| {N}, {k}, {T}, {E} | {gain:g} | {name} | {1e3 * min(wall):.2f} / {1e3 * med:.2f} / "
+                          f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {gf} | {acc_s} |")
+                print(f"|  |  | (fast auto: {n_qr} QRs for {T} steps) |  |  |  |  |  |  |")
+
+
+if __name__ == "__main__":
+    main()
