@@ -78,8 +78,6 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
     gen = torch.Generator().manual_seed(0)
     model = TanhRNN(1, N, 1, gain=gain, n_networks=E, generator=gen, dtype=dtype).to(device)
     n_tr = T // 4
-    h0 = model.initial_state(1, torch.Generator().manual_seed(1).manual_seed(1)).to(device) if device.type == "cpu" \
-        else model.initial_state(1, None)
     h0 = torch.randn(E, 1, N, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
     Q0 = torch.randn(E, 1, N, k, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
     kw = dict(n_steps=T, n_transient=n_tr, h0=h0, Q0=Q0)
@@ -128,6 +126,36 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
     return runs, acc, info.get("n_qr", T)
 
 
+def check(device, dtypes):
+    """fast == reference on this device: exponents and gradients (W, U, b), chaotic and stable nets."""
+    print("| dtype | N, k, T, E, B | g | t_ons | max abs d lambda | rel d grad W, U, b | QRs |")
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for dtype in dtypes:
+        for N, k, T, E, B in ((6, 6, 40, 2, 3), (6, 3, 40, 2, 3), (20, 8, 60, 3, 2), (80, 75, 40, 4, 1),
+                              (64, 16, 120, 4, 1)):
+            for gain in (0.5, 2.0, 3.0):
+                gen = torch.Generator().manual_seed(1)
+                model = TanhRNN(2, N, 1, gain=gain, n_networks=E, generator=gen, dtype=dtype).to(device)
+                x = torch.randn(E, B, T, 2, generator=gen, dtype=dtype).to(device)
+                h0 = torch.randn(E, B, N, generator=gen, dtype=dtype).to(device)
+                Q0 = torch.randn(E, B, N, k, generator=gen, dtype=dtype).to(device)
+                params = [model.W, model.U, model.b]
+                ref = lyapunov_spectrum(model, x, k, h0=h0, Q0=Q0)
+                g_ref = torch.autograd.grad((ref ** 2).mean(), params)
+                for t_ons in (1, "auto"):
+                    info = {}
+                    lam = fast_lyapunov_spectrum(model, x, k, h0=h0, Q0=Q0, t_ons=t_ons, info=info)
+                    g = torch.autograd.grad((lam ** 2).mean(), params)
+                    rel = [((a - b).norm() / b.norm()).item() for a, b in zip(g, g_ref)]
+                    d = (lam - ref).abs().max().item()
+                    if dtype == torch.float64:
+                        worst = max(worst, d, *rel)
+                    print(f"| {str(dtype)[6:]} | {N}, {k}, {T}, {E}, {B} | {gain:g} | {t_ons} | {d:.1e} | "
+                          f"{', '.join(f'{r:.1e}' for r in rel)} | {info['n_qr']:g} |")
+    print(f"\nworst float64 difference (exponents or relative gradient): {worst:.1e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -137,9 +165,12 @@ def main():
     ap.add_argument("--single-repeats", type=int, default=3, help="repeats of the (slow) single-network loop")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (a smoke test)")
+    ap.add_argument("--check", action="store_true", help="only compare fast with the reference on this device")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.check:
+        return check(device, [getattr(torch, d) for d in args.dtype.split(",")])
     configs = QUICK if args.quick else CONFIGS
     repeats = 2 if args.quick else args.repeats
     single = min(repeats, 2 if args.quick else args.single_repeats)
@@ -148,7 +179,7 @@ def main():
           "(worst case: straight min / this max)")
     for dname in args.dtype.split(","):
         dtype = getattr(torch, dname)
-        peak = matmul_gflops(dtype, device)
+        peak = matmul_gflops(dtype, device, n=4096 if device.type == "cuda" else 1024)
         print(f"\n## {dname}: large matmul {peak:.0f} GFLOP/s")
         print("| N, k, T, E | g | method | wall min / med / max | CPU med | speed-up (worst) | GFLOP/s | "
               "max abs d lambda | rel d grad |")

@@ -44,9 +44,9 @@ def _input_drive(E: int, batch: int, T: int, kind: str, generator, dtype, device
     return (2 * torch.randint(0, 2, (E, batch, T, 1), generator=generator) - 1).to(dtype=dtype, device=device)
 
 
-def flossing_sweep(*, n_hidden: int = 80, gains=(0.5, 1.0, 2.0), ks=(1, 16, 32), n_networks: int = 6,
+def flossing_sweep(*, n_hidden: int = 80, gains=(0.5, 1.0, 2.0), ks=(1, 16), n_networks: int = 6,
                    floss_steps: int = 500, gradient: str = "detached", lr: float = 1e-3, batch: int = 4,
-                   seq_len: int = 100, n_transient: int = 30, input: str = "zero", spectrum_k: int = 40,
+                   seq_len: int = 100, n_transient: int = 30, input: str = "zero", spectrum_k: int = 32,
                    spectrum_steps: int = 2000, horizon: int = 300, sv_every: int = 5, seed: int = 0,
                    device: str = "cpu", dtype: str = "float32", progress: bool = True) -> dict:
     """Flossing the first k exponents of ensembles started at several gains (figures 1 and 2).
