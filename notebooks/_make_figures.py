@@ -42,7 +42,7 @@ device = "cpu"  # "cpu" or "cuda"
 seed = 0
 n_hidden = 80  # N
 gains = [0.5, 1.0, 2.0]  # starting gains g: stable, marginal, chaotic
-ks = [1, 16]  # numbers of exponents flossed (k = 1 from every gain; see README for larger k from stable starts)
+ks = [1, 16]  # numbers of exponents flossed, see README for larger k from stable starts
 n_networks = 6  # networks per gain
 floss_steps = 500  # Adam steps of flossing
 gradient = "detached"  # gradient mode: the full gradient does not converge from chaotic starts (see README)
