@@ -19,6 +19,7 @@ engine against the reference on the same trajectories (max |lambda difference|, 
 Run it on one thread (``OMP_NUM_THREADS=1``, the default here) unless you mean to measure threads.
 """
 import argparse
+import math
 import statistics
 import time
 
@@ -70,7 +71,9 @@ def matmul_gflops(dtype, device, n=1024, repeats=5):
 def fast_flops(N, k, T, n_qr):
     """Useful flops of one network's fast forward + backward (matmuls and factorizations, not elementwise)."""
     per_step = 2 * N * N * k + 2 * (2 * N * N * (k + 1))  # push; W^T [Y_bar | h_bar] and the W_bar accumulation
-    per_qr = (2 * N * k * k + k ** 3 / 3 + N * k * k) + (2 * N * k * k + 2 * N * k * k + N * k * k)  # Cholesky QR; QR bwd
+    cholesky_qr = 2 * N * k * k + k ** 3 / 3 + N * k * k  # Gram, Cholesky, triangular solve
+    qr_backward = 2 * N * k * k + 2 * N * k * k + N * k * k  # Q^T Q_bar, Q S, triangular solve
+    per_qr = cholesky_qr + qr_backward
     return T * per_step + n_qr * per_qr
 
 
@@ -114,16 +117,25 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
     for p in params:
         p.grad = None
 
-    # accuracy of the fast engine against the reference, same trajectories
-    ref = lyapunov_spectrum(model, None, k, **kw)
-    g_ref = torch.autograd.grad((ref ** 2).mean(), params)
+    # accuracy of the fast engine against the reference, same trajectories, per network (a chaotic float32 network
+    # can overflow its full gradient: those are left out and counted)
+    ref = lyapunov_spectrum(model, None, k, check=False, **kw)
+    g_ref = per_network(torch.autograd.grad((ref ** 2).mean(), params))
     acc = {}
     for name, t_ons in (("fast", 1), ("fast auto", "auto")):
-        lam = fast_lyapunov_spectrum(model, None, k, t_ons=t_ons, **kw)
-        g = torch.autograd.grad((lam ** 2).mean(), params)
-        rel = max(((a - b).norm() / b.norm()).item() for a, b in zip(g, g_ref))
-        acc[name] = ((lam - ref).abs().max().item(), rel)
+        lam = fast_lyapunov_spectrum(model, None, k, t_ons=t_ons, check=False, **kw)
+        g = per_network(torch.autograd.grad((lam ** 2).mean(), params))
+        finite = torch.isfinite(g_ref).all(1) & torch.isfinite(ref).flatten(1).all(1)
+        rel = ((g - g_ref).norm(dim=1) / g_ref.norm(dim=1))[finite]
+        d_lam = (lam - ref).flatten(1).abs().amax(1)[finite]
+        acc[name] = (d_lam.max().item() if finite.any() else math.nan, rel.max().item() if finite.any() else math.nan,
+                     int((~finite).sum()))
     return runs, acc, info.get("n_qr", T)
+
+
+def per_network(grads):
+    """Gradients of W, U, b as one row per network: (E, N * N + N * I + N)."""
+    return torch.cat([g.flatten(1) for g in grads], 1)
 
 
 def check(device, dtypes):
@@ -181,29 +193,28 @@ def main():
         dtype = getattr(torch, dname)
         peak = matmul_gflops(dtype, device, n=4096 if device.type == "cuda" else 1024)
         print(f"\n## {dname}: large matmul {peak:.0f} GFLOP/s")
-        print("| N, k, T, E | g | method | wall min / med / max | CPU med | speed-up (worst) | GFLOP/s | "
-              "max abs d lambda | rel d grad |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| N, k, T, E | g | method | wall min / med / max | CPU med | speed-up (worst) | vs reference | "
+              "GFLOP/s | max abs d lambda | rel d grad |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for N, k, T, E in configs:
             for gain in (float(g) for g in args.gain.split(",")):
                 runs, acc, n_qr = bench(N, k, T, E, gain, dtype, device, repeats, single)
                 s_wall = [w for w, _ in runs["straight"]]
                 s_med, s_min = statistics.median(s_wall), min(s_wall)
+                r_med = statistics.median(w for w, _ in runs["reference"])
                 for name, r in runs.items():
                     wall = [w for w, _ in r]
                     cpu = statistics.median(c for _, c in r)
                     med = statistics.median(wall)
                     speed = f"{s_med / med:.1f}x ({s_min / max(wall):.1f}x)"
-                    gf = acc_s = ""
+                    gf, acc_s = "", " | "
                     if name.startswith("fast"):
                         gf = f"{fast_flops(N, k, T, T if name == 'fast' else n_qr) / med / 1e9:.1f}"
-                        d_lam, d_grad = acc[name]
-                        acc_s = f"{d_lam:.1e} | {d_grad:.1e}"
-                    else:
-                        acc_s = " | "
+                        d_lam, d_grad, n_bad = acc[name]
+                        acc_s = f"{d_lam:.1e} | {d_grad:.1e}" + (f" ({n_bad} of {E} overflow)" if n_bad else "")
                     print(f"| {N}, {k}, {T}, {E} | {gain:g} | {name} | {1e3 * min(wall):.2f} / {1e3 * med:.2f} / "
-                          f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {gf} | {acc_s} |")
-                print(f"|  |  | (fast auto: {n_qr} QRs for {T} steps) |  |  |  |  |  |  |")
+                          f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {r_med / med:.1f}x | {gf} | {acc_s} |")
+                print(f"|  |  | (fast auto: {n_qr:g} QRs in {T} steps) |  |  |  |  |  |  |  |")
 
 
 if __name__ == "__main__":

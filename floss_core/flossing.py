@@ -66,7 +66,7 @@ def flossing_spectrum(model, config: FlossConfig = FlossConfig(), *, generator=N
     h0 = draw(randn(B, S), generator, model.n_networks).to(dtype=p.dtype, device=p.device)  # (E, B, S)
     Q0 = draw(randn(B, S, k), generator, model.n_networks).to(dtype=p.dtype, device=p.device)  # (E, B, S, k)
     return lyapunov_spectrum(model, inputs, k, t_ons=config.t_ons, n_transient=config.n_transient, h0=h0, Q0=Q0,
-                             gradient=config.gradient, check=check)
+                             gradient=config.gradient, check=check, method=config.method)
 
 
 @dataclass

@@ -101,7 +101,8 @@ def _qr_schedule(T: int, n_transient: int, t_ons: int) -> list[bool]:
 def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None, batch: int = 1,
                       t_ons: int = 1, n_transient: int | None = None, h0: torch.Tensor | None = None,
                       Q0: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      gradient: str = "full", reduce: str = "mean", check: bool = True) -> torch.Tensor:
+                      gradient: str = "full", reduce: str = "mean", check: bool = True,
+                      method: str = "reference") -> torch.Tensor:
     """The first k Lyapunov exponents of every network of an ensemble, in nats per time step.
 
     Main arguments:
@@ -126,11 +127,22 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
         check: True (default) raises on non-finite parameters or exponents; False returns NaN/inf for the affected
             networks and leaves the others untouched (training uses this so one diverging network cannot stop
             the ensemble).
+        method: "reference" (this loop, autograd through every QR) or "fast" (``floss_core.fast``: Cholesky QR from
+            batched matmuls with an orthogonality guard and a hand-written backward; the same exponents and gradients
+            up to roundoff, TanhRNN only, other cells fall back to the reference; also accepts ``t_ons="auto"``).
 
     Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
     respect to the model's parameters. Raises ValueError on bad input, and on exponents that stop being finite,
     naming the step.
     """
+    if method == "fast":
+        from .fast import fast_lyapunov_spectrum  # lazy: fast.py imports this module
+
+        return fast_lyapunov_spectrum(model, inputs, k, n_steps=n_steps, batch=batch, t_ons=t_ons,
+                                      n_transient=n_transient, h0=h0, Q0=Q0, generator=generator,
+                                      gradient=gradient, reduce=reduce, check=check)
+    if method != "reference":
+        raise ValueError(f"method must be 'reference' or 'fast', got {method!r}")
     if check:
         check_finite_parameters(model)
     S = model.state_size

@@ -1,0 +1,316 @@
+"""The fast spectrum engine against the reference: exponents, gradients, guards and fallbacks."""
+import copy
+
+import pytest
+import torch
+
+from floss_core import TanhRNN, lyapunov_spectrum
+from floss_core.fast import (cholesky_qr, clear_workspace, fast_lyapunov_spectrum, qr_log_diag_backward,
+                             supports_fast)
+
+F64, F32 = torch.float64, torch.float32
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def setup(N, k, T, *, gain, E=2, B=2, I=2, seed=0, dtype=F64):
+    """A TanhRNN ensemble with random inputs, start and basis."""
+    g = gen(seed)
+    m = TanhRNN(I, N, 1, gain=gain, n_networks=E, generator=g, dtype=dtype)
+    x = torch.randn(E, B, T, I, generator=g, dtype=dtype)
+    h0 = torch.randn(E, B, N, generator=g, dtype=dtype)
+    Q0 = torch.randn(E, B, N, k, generator=g, dtype=dtype)
+    return m, x, h0, Q0
+
+
+def spectrum_and_grads(fn, m, x, k, h0, Q0, **kw):
+    lam = fn(m, x, k, h0=h0, Q0=Q0, **kw)
+    grads = torch.autograd.grad((lam ** 2).mean(), [m.W, m.U, m.b])
+    return lam.detach(), grads
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def assert_matches_reference(m, x, k, h0, Q0, *, lam_tol=1e-6, grad_rtol=1e-5, **kw):
+    """fast == reference within lam_tol (absolute) and grad_rtol (relative, per parameter).
+
+    Where the reference itself is ill-conditioned (saturated units make cond(J_t) ~ 1e11), its own result moves more
+    than that when Q0 moves by 1e-13; the tolerance then grows to 10x that movement."""
+    ref, g_ref = spectrum_and_grads(lyapunov_spectrum, m, x, k, h0, Q0)
+    lam, g = spectrum_and_grads(fast_lyapunov_spectrum, m, x, k, h0, Q0, **kw)
+    Q0n = Q0 * (1 + 1e-13 * torch.randn(Q0.shape, generator=gen(99), dtype=Q0.dtype))
+    ref_n, g_n = spectrum_and_grads(lyapunov_spectrum, m, x, k, h0, Q0n)
+    lam_tol = max(lam_tol, 10 * (ref_n - ref).abs().max().item())
+    assert (lam - ref).abs().max().item() <= lam_tol, (k, kw)
+    for name, a, b, c in zip("WUb", g, g_ref, g_n):
+        assert rel(a, b) <= max(grad_rtol, 10 * rel(c, b)), (k, kw, name, rel(a, b))
+
+
+# -- equality with the reference (float64) -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("gain", [0.5, 2.0, 3.0])
+@pytest.mark.parametrize("t_ons", [1, "auto"])
+def test_fast_equals_reference_for_every_k(gain, t_ons):
+    N = 6
+    for k in range(1, N + 1):
+        m, x, h0, Q0 = setup(N, k, 40, gain=gain, seed=k)
+        assert_matches_reference(m, x, k, h0, Q0, t_ons=t_ons)
+
+
+@pytest.mark.parametrize("gain", [1.0, 2.0])
+@pytest.mark.parametrize("t_ons", [1, "auto"])
+def test_fast_equals_reference_at_k75_of_80(gain, t_ons):
+    m, x, h0, Q0 = setup(80, 75, 30, gain=gain, E=2, B=1)
+    assert_matches_reference(m, x, 75, h0, Q0, t_ons=t_ons)
+
+
+def test_fast_equals_reference_on_long_chaotic_trajectories():
+    """T = 300 at g = 2: the state trajectory is the reference's bit for bit, so even chaotic exponents agree."""
+    m, x, h0, Q0 = setup(20, 8, 300, gain=2.0, E=3, B=1, I=1)
+    assert_matches_reference(m, x, 8, h0, Q0, t_ons="auto")
+
+
+def test_integer_t_ons_follows_the_reference_schedule():
+    m, x, h0, Q0 = setup(20, 6, 80, gain=1.0)
+    info = {}
+    with torch.no_grad():
+        ref = lyapunov_spectrum(m, x, 6, h0=h0, Q0=Q0, t_ons=5, n_transient=20)
+        lam = fast_lyapunov_spectrum(m, x, 6, h0=h0, Q0=Q0, t_ons=5, n_transient=20, info=info)
+    torch.testing.assert_close(lam, ref, atol=1e-10, rtol=0)
+    assert info["n_qr"] == 16  # every 5 steps, the transient's end (step 19) is one of them
+
+
+@pytest.mark.parametrize("gradient", ["full", "detached"])
+def test_gradients_with_respect_to_start_and_inputs(gradient):
+    m, x, h0, Q0 = setup(8, 4, 30, gain=1.5)
+    out = {}
+    for name, fn in (("ref", lyapunov_spectrum), ("fast", fast_lyapunov_spectrum)):
+        xr, hr = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        lam = fn(m, xr, 4, h0=hr, Q0=Q0, gradient=gradient, reduce="none")
+        out[name] = lam, torch.autograd.grad(lam.square().sum(), [m.W, m.U, m.b, xr, hr], allow_unused=True)
+    torch.testing.assert_close(out["fast"][0], out["ref"][0], atol=1e-12, rtol=0)
+    for a, b in zip(out["fast"][1], out["ref"][1]):
+        if b is None:  # detached: the exponents see U, b, the inputs and h0 only through the (detached) state
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+
+
+def test_gradient_matches_finite_differences():
+    m = TanhRNN(1, 4, 1, gain=1.2, generator=gen(14), dtype=F64)
+    x = torch.randn(1, 2, 25, 1, generator=gen(15), dtype=F64)
+    h0 = m.initial_state(2, gen(16))
+    Q0 = torch.randn(1, 2, 4, 3, generator=gen(17), dtype=F64)
+
+    def spectrum_of(W):
+        return torch.func.functional_call(_Fast(m), {"rnn.W": W}, (x, h0, Q0))
+
+    W = m.W.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(spectrum_of, (W,), eps=1e-6, atol=1e-7)
+
+
+class _Fast(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, h0, Q0):
+        return fast_lyapunov_spectrum(self.rnn, x, 3, h0=h0, Q0=Q0, n_transient=5, t_ons="auto")
+
+
+# -- float32 -----------------------------------------------------------------------------------------------------
+
+def test_float32_is_as_accurate_as_the_float32_reference_for_every_k():
+    """Against float64 on a stable net (where the float32 and float64 trajectories agree): the fast engine's error
+    is no larger than a small multiple of the float32 reference's (at k = N both are limited by roundoff)."""
+    N = 6
+    for k in range(1, N + 1):
+        m64, x, h0, Q0 = setup(N, k, 40, gain=0.5, seed=k)
+        m32 = copy.deepcopy(m64).float()
+        exact, g_exact = spectrum_and_grads(lyapunov_spectrum, m64, x, k, h0, Q0)
+        args = (x.float(), k, h0.float(), Q0.float())
+        ref, g_ref = spectrum_and_grads(lyapunov_spectrum, m32, *args)
+        lam, g = spectrum_and_grads(fast_lyapunov_spectrum, m32, *args)
+        assert lam.dtype == F32 and g[0].dtype == F32
+        err_ref = (ref.double() - exact).abs().max().item()
+        assert (lam.double() - exact).abs().max().item() <= 5 * err_ref + 1e-5, k
+        for a, b, c in zip(g, g_ref, g_exact):
+            assert rel(a.double(), c) <= 5 * rel(b.double(), c) + 1e-3, k
+
+
+@pytest.mark.parametrize("gain", [2.0, 3.0])
+def test_float32_equals_float32_reference_on_chaotic_nets_for_small_k(gain):
+    m, x, h0, Q0 = setup(20, 4, 60, gain=gain, dtype=F32)
+    ref, g_ref = spectrum_and_grads(lyapunov_spectrum, m, x, 4, h0, Q0)
+    for t_ons in (1, "auto"):
+        lam, g = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 4, h0, Q0, t_ons=t_ons)
+        torch.testing.assert_close(lam, ref, atol=1e-4, rtol=0)
+        for a, b in zip(g, g_ref):
+            assert rel(a, b) < 5e-3
+
+
+# -- the guard: fall back instead of returning wrong numbers -------------------------------------------------------
+
+def test_huge_t_ons_in_a_chaotic_net_gives_the_t_ons_1_exponents_not_a_collapsed_basis():
+    """With a QR only every 60 steps the basis of a chaotic net at k = N collapses: the reference returns wrong
+    exponents; the fast engine detects the ill-conditioned windows, redoes them with a QR every step, and returns
+    the t_ons = 1 exponents."""
+    m, x, h0, Q0 = setup(8, 8, 240, gain=3.0, E=2, B=1)
+    kw = dict(h0=h0, Q0=Q0, n_transient=60)
+    info = {}
+    with torch.no_grad():
+        exact = lyapunov_spectrum(m, x, 8, t_ons=1, **kw)
+        collapsed = lyapunov_spectrum(m, x, 8, t_ons=60, **kw)
+        lam = fast_lyapunov_spectrum(m, x, 8, t_ons=60, info=info, **kw)
+    assert (collapsed - exact).abs().max() > 0.1  # the reference's basis did collapse
+    assert info["n_qr"] > 4 * 2  # windows were redone
+    torch.testing.assert_close(lam, exact, atol=1e-6, rtol=0)
+
+
+def test_float32_at_k_equal_n_falls_back_and_stays_accurate():
+    """In float32 a Cholesky QR of cond(J) >~ 1e3 fails: those steps go to double precision or Householder."""
+    m64, x, h0, Q0 = setup(8, 8, 30, gain=1.5, E=2, B=2, seed=3)
+    m32 = copy.deepcopy(m64).float()
+    with torch.no_grad():
+        exact = lyapunov_spectrum(m64, x, 8, h0=h0, Q0=Q0)
+        ref = lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
+        lam = fast_lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
+    err_ref = (ref.double() - exact).abs().max().item()
+    assert (lam.double() - exact).abs().max().item() <= 5 * err_ref + 1e-5
+
+
+def test_zero_tolerance_takes_householder_everywhere_and_equals_the_reference():
+    m, x, h0, Q0 = setup(10, 7, 40, gain=2.0)
+    info = {}
+    with torch.no_grad():
+        ref = lyapunov_spectrum(m, x, 7, h0=h0, Q0=Q0)
+        lam = fast_lyapunov_spectrum(m, x, 7, h0=h0, Q0=Q0, t_ons="auto", tol=0.0, info=info)
+    assert info["n_qr"] == 40  # every window failed the guard and was redone step by step
+    torch.testing.assert_close(lam, ref, atol=1e-12, rtol=0)
+
+
+def test_cholesky_qr_flags_what_it_cannot_factor():
+    Y = torch.randn(3, 12, 5, generator=gen(1), dtype=F64)
+    Y[1, :, 4] = Y[1, :, 3] + 1e-13 * Y[1, :, 0]  # cond ~ 1e13: beyond Cholesky QR
+    Q, R, ok = cholesky_qr(Y)
+    assert ok.tolist() == [True, False, True]
+    for i in (0, 2):
+        torch.testing.assert_close(Q[i] @ R[i], Y[i], atol=1e-13, rtol=0)
+        torch.testing.assert_close(Q[i].mT @ Q[i], torch.eye(5, dtype=F64), atol=1e-14, rtol=0)
+        assert torch.equal(R[i], R[i].triu()) and bool((R[i].diagonal() > 0).all())
+
+
+def test_qr_log_diag_backward_equals_torch_autograd_of_qr():
+    Y = torch.randn(4, 9, 6, generator=gen(2), dtype=F64, requires_grad=True)
+    w = torch.randn(4, 6, generator=gen(3), dtype=F64)
+    C = torch.randn(4, 9, 6, generator=gen(4), dtype=F64)  # a loss on Q as well: <C, Q>
+    Q, R = torch.linalg.qr(Y)
+    loss = (w * torch.diagonal(R, dim1=-2, dim2=-1).abs().log()).sum() + (C * Q).sum()
+    (expected,) = torch.autograd.grad(loss, Y)
+    got = qr_log_diag_backward(Q.detach(), R.detach(), C, w)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    (only_r,) = torch.autograd.grad((w * torch.diagonal(torch.linalg.qr(Y)[1], dim1=-2, dim2=-1).abs().log()).sum(), Y)
+    torch.testing.assert_close(qr_log_diag_backward(Q.detach(), R.detach(), None, w), only_r, atol=1e-12, rtol=1e-12)
+
+
+# -- API: fallbacks, validation, errors ------------------------------------------------------------------------------
+
+class OnlyStep(torch.nn.Module):
+    """A cell that provides only `step`: the fast engine hands it to the reference."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.n_networks, self.state_size, self.input_size = rnn.n_networks, rnn.state_size, rnn.input_size
+
+    def step(self, h, x):
+        return torch.tanh(h) @ self.rnn.W.transpose(1, 2) + self.rnn.b.unsqueeze(1) + x @ self.rnn.U.transpose(1, 2)
+
+    def initial_state(self, batch, generator=None):
+        return self.rnn.initial_state(batch, generator)
+
+
+class ScaledTanhRNN(TanhRNN):
+    def step(self, h, x):
+        return 0.5 * super().step(h, x)
+
+
+def test_other_cells_fall_back_to_the_reference():
+    m = TanhRNN(1, 10, 1, gain=1.5, n_networks=2, generator=gen(22), dtype=F64)
+    cell = OnlyStep(m)
+    assert supports_fast(m) and not supports_fast(cell)
+    assert not supports_fast(ScaledTanhRNN(1, 4, 1))
+    x = torch.randn(2, 2, 60, 1, generator=gen(23), dtype=F64)
+    a = lyapunov_spectrum(cell, x, 4, generator=gen(24))
+    b = fast_lyapunov_spectrum(cell, x, 4, generator=gen(24), t_ons="auto")
+    assert torch.equal(a, b)
+
+
+def test_same_random_draws_as_the_reference():
+    m = TanhRNN(1, 15, 1, gain=2.0, n_networks=2, generator=gen(29), dtype=F64)
+    with torch.no_grad():
+        a = lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), reduce="none")
+        b = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), reduce="none")
+        c = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30))
+    assert b.shape == (2, 2, 3) and c.shape == (2, 3)
+    torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+    torch.testing.assert_close(c, a.mean(1), atol=1e-12, rtol=0)
+
+
+def test_sub_batches_of_networks_give_the_same_numbers():
+    m, x, h0, Q0 = setup(12, 5, 50, gain=2.0, E=5, B=2)
+    a, ga = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=5)
+    b, gb = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2)
+    torch.testing.assert_close(b, a, atol=1e-13, rtol=0)
+    for u, v in zip(gb, ga):
+        torch.testing.assert_close(u, v, atol=1e-12, rtol=1e-10)
+
+
+def test_repeated_calls_reuse_buffers_and_repeat_the_numbers():
+    clear_workspace()
+    m, x, h0, Q0 = setup(10, 4, 30, gain=2.0)
+    first = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 4, h0, Q0)
+    second = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 4, h0, Q0)
+    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+
+
+@pytest.fixture
+def net():
+    return TanhRNN(2, 5, 1, n_networks=3, generator=gen(40))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(k=0), "k must"), (dict(k=6), "k must"), (dict(t_ons=0), "t_ons"), (dict(t_ons="often"), "t_ons"),
+    (dict(gradient="some"), "gradient must"), (dict(reduce="sum"), "reduce must"),
+    (dict(n_transient=20), "longer than the transient"), (dict(orth="svd"), "orth must"),
+    (dict(h0=torch.zeros(3, 1, 4)), "h0 must have shape"),
+])
+def test_bad_arguments_raise_like_the_reference(net, kwargs, match):
+    kw = dict(k=2, n_steps=20) | kwargs
+    with pytest.raises(ValueError, match=match):
+        fast_lyapunov_spectrum(net, None, **kw)
+
+
+def test_diverging_state_reports_the_step_and_spares_the_other_networks(net):
+    x = torch.zeros(3, 1, 20, 2)
+    x[2, 0, 7, 0] = 1e38  # finite input that overflows the state of network 2 at step 7
+    with torch.no_grad():
+        net.U.fill_(1e3)
+    with pytest.raises(ValueError, match="step 7 in network.*2"):
+        fast_lyapunov_spectrum(net, x, 2)
+    lam = fast_lyapunov_spectrum(net, x, 2, check=False)
+    assert bool(torch.isfinite(lam[:2]).all()) and not bool(torch.isfinite(lam[2]).all())
+
+
+def test_lyapunov_spectrum_dispatches_to_the_fast_engine():
+    from floss_core import TanhRNN, lyapunov_spectrum
+    m = TanhRNN(1, 8, 1, gain=1.5, n_networks=2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = lyapunov_spectrum(m, None, 4, n_steps=60, generator=torch.Generator().manual_seed(1))
+    fast = lyapunov_spectrum(m, None, 4, n_steps=60, generator=torch.Generator().manual_seed(1), method="fast")
+    torch.testing.assert_close(fast, ref, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="method"):
+        lyapunov_spectrum(m, None, 4, n_steps=60, method="magic")
