@@ -216,14 +216,15 @@ def final_accuracy(accuracy: torch.Tensor, last: int = 100) -> torch.Tensor:
     return accuracy[-min(last, accuracy.shape[0]):].mean(0)
 
 
-def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, window: int = 50) -> dict:
+def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, window: int = 50,
+                          compare=None) -> dict:
     """Success, steps to criterion and final accuracy per condition for one task of a ``delay_sweep`` result.
 
     Success: the running mean (``window`` steps) of the test accuracy reaches ``threshold`` and stays above it until
     the end (``diagnostics.steps_to_criterion``); steps_to_criterion counts training steps (-1: never).
     Returns {"success", "steps_to_criterion", "final_accuracy": {condition: (D, S)}, "smoothed_accuracy":
-    {condition: (steps - window + 1, D, S)}, "hardest_informative_delay_index": the delay where the conditions'
-    success rates differ most (ties: the longest such delay)}."""
+    {condition: (steps - window + 1, D, S)}, "hardest_informative_delay_index": the delay where the success rates
+    of the conditions in ``compare`` (default: all) differ most (ties: the longest such delay)}."""
     from .diagnostics import steps_to_criterion
 
     if task not in result["tasks"]:
@@ -241,7 +242,7 @@ def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, wi
         out["steps_to_criterion"][c] = steps
         out["final_accuracy"][c] = final_accuracy(acc)
         out["smoothed_accuracy"][c] = sm
-    rates = torch.stack([out["success"][c].float().mean(1) for c in result["conditions"]])  # (C, D)
+    rates = torch.stack([out["success"][c].float().mean(1) for c in (compare or result["conditions"])])  # (C, D)
     gap = rates.max(0).values - rates.min(0).values  # (D,)
     best = torch.nonzero(gap == gap.max()).flatten()
     out["hardest_informative_delay_index"] = int(best[-1])

@@ -230,7 +230,7 @@ params = dict(tasks=tasks, delays=delays, n_networks=n_networks, n_hidden=n_hidd
               train_steps=train_steps, batch=batch, seq_len=seq_len, floss_k=floss_k, pre_steps=pre_steps,
               every=every, episode_steps=episode_steps, max_episodes=max_episodes, seed=seed, device=device)
 res = cached("delay_sweep", params, lambda: experiments.delay_sweep(**params, progress=not quick))
-summary = {task: experiments.summarize_delay_sweep(res, task, threshold=threshold) for task in tasks}"""
+summary = {task: experiments.summarize_delay_sweep(res, task, threshold=threshold, compare=COMPARE) for task in tasks}"""
 
 
 def delay_notebook(name, title, claim, look, plot, numbers, runtime, fmt):
@@ -238,13 +238,14 @@ def delay_notebook(name, title, claim, look, plot, numbers, runtime, fmt):
         md(f"# {title}\n\n**Claim.** {claim}\n\n**What to look for.** {look}\n\n**Runtime.** {runtime}"),
         code(IMPORTS),
         params_cell(DELAY_PARAMS.format(**fmt)),
-        code(DELAY_CALL),
+        code(DELAY_CALL.replace("COMPARE", fmt["COMPARE"])),
         code(plot),
         code(numbers),
     ])
 
 
-FMT = dict(DELAYS="[10, 20, 30, 40, 60, 90]", NETS=5, STEPS=1500, SEQ=150, K=75, PRE=500, EPI=100)
+FMT = dict(DELAYS="[10, 20, 30, 40, 60, 90]", NETS=5, STEPS=1500, SEQ=150, K=75, PRE=500, EPI=100,
+           COMPARE='["none", "pre"]')
 delay_notebook(
     "03_fig3_preflossing", "Figure 3: flossing before training improves success and speed at long delays",
     "Flossing the exponents to zero before training (preflossing) makes networks learn delayed copy and delayed XOR "
@@ -336,7 +337,8 @@ for task in tasks:
         for d, n in zip(delays, summary[task]["success"][c].sum(1).tolist()):
             numbers[f"{task}_{c}_d{d}_successes"] = n
 plotting.record(numbers)""",
-    "Shares the sweep of figure 3 (same parameters, same cache entry): seconds if figure 3 ran.", FMT)
+    "Shares the sweep of figure 3 (same parameters, same cache entry): seconds if figure 3 ran.",
+    dict(FMT, COMPARE="None"))
 
 write("05_fig5_complexity", [
     md("""\
