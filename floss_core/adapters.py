@@ -35,17 +35,17 @@ factor at either end and the exponents agree up to O(1 / T).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .flossing import flossing_loss
 from .lyapunov import lyapunov_spectrum
+from .rng import sample
 
 __all__ = ["TorchCell", "spectrum", "flossing_loss_of", "from_torch"]
 
 _CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 _LAYERS = (nn.RNN, nn.LSTM, nn.GRU)
-_LAYER_OPS = {"RNN_TANH": torch.rnn_tanh_cell, "RNN_RELU": torch.rnn_relu_cell, "LSTM": torch.lstm_cell,
-              "GRU": torch.gru_cell}
 
 
 def _kind(module) -> str:
@@ -109,22 +109,33 @@ class TorchCell(nn.Module):
         return (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0 if bias else None, m.bias_hh_l0 if bias else None)
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """One step of the module: h (1, B, S), x (1, B, I) -> (1, B, S)."""
+        """One step of the module: h (1, B, S), x (1, B, I) -> (1, B, S).
+
+        The module's own equations written out with its own weights (not its fused kernels: CUDA's fused LSTM/GRU
+        cells have no forward-mode derivative, which the torch.func Jacobian-vector products need)."""
         hh, xx = h[0], x[0]  # (B, S), (B, I)
         H = self.hidden_size
-        if self.is_cell:
-            if self.kind == "LSTM":
-                return torch.cat(self.module(xx, (hh[:, :H], hh[:, H:])), dim=-1).unsqueeze(0)
-            return self.module(xx, hh).unsqueeze(0)
-        op = _LAYER_OPS[self.kind]
+        w_ih, w_hh, b_ih, b_hh = self._weights()
+        gx = F.linear(xx, w_ih, b_ih)  # (B, G*H)
         if self.kind == "LSTM":
-            return torch.cat(op(xx, (hh[:, :H], hh[:, H:]), *self._weights()), dim=-1).unsqueeze(0)
-        return op(xx, hh, *self._weights()).unsqueeze(0)
+            hp, cp = hh[:, :H], hh[:, H:]
+            i, f, g, o = (gx + F.linear(hp, w_hh, b_hh)).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * cp + torch.sigmoid(i) * torch.tanh(g)
+            return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], dim=-1).unsqueeze(0)
+        gh = F.linear(hh, w_hh, b_hh)  # (B, G*H)
+        if self.kind == "GRU":
+            xr, xz, xn = gx.chunk(3, dim=-1)
+            hr, hz, hn = gh.chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            return ((1 - z) * n + z * hh).unsqueeze(0)
+        act = torch.tanh if self.kind == "RNN_TANH" else torch.relu
+        return act(gx + gh).unsqueeze(0)
 
     def initial_state(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random start for spectra, every entry ~ N(0, 1): (1, batch, S)."""
         p = next(self.module.parameters())
-        return torch.randn(1, batch, self.state_size, dtype=p.dtype, device=p.device, generator=generator)
+        return sample(torch.randn, 1, batch, self.state_size, dtype=p.dtype, device=p.device, generator=generator)
 
     def _no_readout(self) -> str:
         return (f"TorchCell({type(self.module).__name__}) wraps only the recurrent core and has no readout: it "

@@ -39,6 +39,8 @@ from typing import Callable
 
 import torch
 
+from .rng import sample
+
 from .lyapunov import check_finite_parameters, prepare_inputs, tangent_step
 
 __all__ = ["gradient_norm_profile", "long_term_jacobian_singular_values", "condition_number",
@@ -108,7 +110,7 @@ def gradient_norm_profile(model, inputs: torch.Tensor | None, *, n_steps: int | 
     p = next(model.parameters())
     u = None
     if loss == "readout":
-        u = torch.randn(model.output_size, dtype=p.dtype, device=p.device, generator=generator)  # (O,)
+        u = sample(torch.randn, model.output_size, dtype=p.dtype, device=p.device, generator=generator)  # (O,)
         u = u / u.norm()
     h = _initial_state(model, h0, B, generator, p).detach()  # (E, B, S)
 

@@ -33,8 +33,9 @@ __all__ = ["flossing_sweep", "delay_sweep", "complexity_sweep", "summarize_delay
 CONDITIONS = ("none", "pre", "pre+during")
 
 
-def _gen(seed: int, device="cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+def _gen(seed: int) -> torch.Generator:
+    """A CPU generator: draws are made on the CPU and moved, so the numbers do not depend on the device."""
+    return torch.Generator().manual_seed(seed)
 
 
 def _input_drive(E: int, batch: int, T: int, kind: str, generator, dtype, device) -> torch.Tensor:
@@ -93,7 +94,7 @@ def flossing_sweep(*, n_hidden: int = 80, gains=(0.5, 1.0, 2.0), ks=(1, 16), n_n
         model = copy.deepcopy(base)
         cfg = FlossConfig(k=k, gradient=gradient, lr=lr, batch=batch, seq_len=seq_len, n_transient=n_transient,
                           input=input)
-        res = floss(model, floss_steps, config=cfg, generator=_gen(seed + 10 + k, device), progress=progress)
+        res = floss(model, floss_steps, config=cfg, generator=_gen(seed + 10 + k), progress=progress)
         spec, profile, log_sv = measure(model)
         for key, value in (("floss_exponents", res.exponents), ("spectrum_after", spec), ("profile_after", profile),
                            ("log_sv_after", log_sv), ("failed", res.failed)):
@@ -141,7 +142,7 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
     pre = None
     if any(c != "none" for c in conditions) and pre_steps:
         pre = copy.deepcopy(base)
-        res = floss(pre, pre_steps, config=fcfg, generator=_gen(seed + 1, device), progress=progress)
+        res = floss(pre, pre_steps, config=fcfg, generator=_gen(seed + 1), progress=progress)
         out["pre_floss_exponents"] = res.exponents
     tcfg = _train_configs(train_steps, lr, clip, record_every, record_k)
     groups = [[c for c in conditions if c != "pre+during"], [c for c in conditions if c == "pre+during"]]
@@ -152,7 +153,7 @@ def delay_sweep(*, tasks=("copy", "xor"), delays=(10, 20, 30, 40), conditions=CO
         sched = FlossSchedule.none() if group[0] != "pre+during" else FlossSchedule(
             pre_steps=0, every=every, episode_steps=episode_steps, max_episodes=max_episodes)
         h = train(model, grid * len(group), config=tcfg, floss_config=fcfg, schedule=sched,
-                  generator=_gen(seed + 2, device), progress=progress)
+                  generator=_gen(seed + 2), progress=progress)
         n, r = h.accuracy.shape[0], len(h.exponent_steps)
         for i, c in enumerate(group):
             sl = slice(i * J * D * S, (i + 1) * J * D * S)
@@ -191,12 +192,12 @@ def complexity_sweep(*, task: str = "copy", channels=(1, 2, 4), ks=(0, 1, 4, 16,
             if k:
                 fcfg = FlossConfig(k=min(k, n_hidden), seq_len=floss_seq_len, n_transient=floss_transient,
                                    batch=floss_batch, lr=lr, gradient=floss_gradient)
-                floss(model, pre_steps, config=fcfg, generator=_gen(seed + 1, device), progress=progress)
+                floss(model, pre_steps, config=fcfg, generator=_gen(seed + 1), progress=progress)
             members.append(model)
         model = concat_networks(members)
         tcfg = _train_configs(train_steps, lr, clip, 0, None)
         h = train(model, TaskConfig(name=task, delay=delay, seq_len=seq_len, batch=batch, n_channels=C),
-                  config=tcfg, schedule=FlossSchedule.none(), generator=_gen(seed + 2, device), progress=progress)
+                  config=tcfg, schedule=FlossSchedule.none(), generator=_gen(seed + 2), progress=progress)
         n = h.accuracy.shape[0]
         out["accuracy"].append(h.accuracy.reshape(n, len(ks), S))
         out["failed"].append(h.failed.reshape(len(ks), S))

@@ -47,6 +47,8 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+
+from .rng import sample
 from torch.autograd.function import once_differentiable
 
 from .lyapunov import GRADIENT_MODES, _qr_schedule, check_finite_parameters, lyapunov_spectrum, prepare_inputs
@@ -471,7 +473,7 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
     if check and not bool(torch.isfinite(h0).all()):
         raise ValueError("h0 contains non-finite values (NaN or inf)")
     if Q0 is None:
-        Q0 = torch.randn(E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
+        Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
     elif Q0.shape != (E, B, S, k):
         raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
     Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)

@@ -39,6 +39,8 @@ import math
 import torch
 from torch import nn
 
+from .rng import sample
+
 __all__ = ["LSTM", "GRU"]
 
 
@@ -69,7 +71,7 @@ class _GatedEnsemble(nn.Module):
         bound = 1.0 / math.sqrt(H)
 
         def uniform(*shape):  # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's init of recurrent layers and of nn.Linear
-            return (2 * torch.rand(*shape, **kw, generator=generator) - 1) * bound
+            return (2 * sample(torch.rand, *shape, **kw, generator=generator) - 1) * bound
 
         self.W = nn.Parameter(gain * uniform(E, G * H, H))  # (E, G*H, H)
         self.U = nn.Parameter(uniform(E, G * H, I))  # (E, G*H, I)
@@ -128,8 +130,8 @@ class _GatedEnsemble(nn.Module):
         """A random start for spectra: every state entry (h and, for the LSTM, c) ~ N(0, 1), shape (E, batch, S).
 
         The same scale ``flossing_spectrum`` draws its starts from. (|h| <= 1 holds again after one step.)"""
-        return torch.randn(self.n_networks, batch, self.state_size, dtype=self.W.dtype, device=self.W.device,
-                           generator=generator)
+        return sample(torch.randn, self.n_networks, batch, self.state_size, dtype=self.W.dtype,
+                      device=self.W.device, generator=generator)
 
     def train_state(self, batch: int) -> torch.Tensor:
         """The (trainable) initial state h0 broadcast to a batch: (E, batch, S)."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .rng import sample
+
 __all__ = ["lyapunov_spectrum", "tangent_step", "check_finite_parameters", "prepare_inputs"]
 
 GRADIENT_MODES = ("full", "detached")
@@ -171,7 +173,7 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     if check and not bool(torch.isfinite(h0).all()):
         raise ValueError("h0 contains non-finite values (NaN or inf)")
     if Q0 is None:
-        Q0 = torch.randn(E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
+        Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
     elif Q0.shape != (E, B, S, k):
         raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
     Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)

@@ -28,6 +28,8 @@ import math
 import torch
 from torch import nn
 
+from .rng import sample
+
 __all__ = ["TanhRNN"]
 
 
@@ -76,19 +78,18 @@ class TanhRNN(nn.Module):
         if init not in ("gaussian", "orthogonal"):
             raise ValueError(f"init must be 'gaussian' or 'orthogonal', got {init!r}")
         E, N, I, O = n_networks, n_hidden, n_in, n_out
-        kw = dict(dtype=dtype or torch.get_default_dtype(), device=device)
-        gen = dict(generator=generator)
+        kw = dict(dtype=dtype or torch.get_default_dtype(), device=device, generator=generator)
         if init == "gaussian":
-            W = torch.randn(E, N, N, **kw, **gen) * (gain / math.sqrt(N))  # (E, N, N)
+            W = sample(torch.randn, E, N, N, **kw) * (gain / math.sqrt(N))  # (E, N, N)
         else:
-            Q, R = torch.linalg.qr(torch.randn(E, N, N, **kw, **gen))
+            Q, R = torch.linalg.qr(sample(torch.randn, E, N, N, **kw))
             W = gain * Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar-distributed
         self.W = nn.Parameter(W)
-        self.U = nn.Parameter(torch.randn(E, N, I, **kw, **gen) * input_std)  # (E, N, I)
-        self.b = nn.Parameter(torch.rand(E, N, **kw, **gen) * bias_max)  # (E, N)
-        self.V = nn.Parameter(torch.randn(E, O, N, **kw, **gen) * readout_std)  # (E, O, N)
-        self.c = nn.Parameter(torch.zeros(E, O, **kw))  # (E, O)
-        self.h0 = nn.Parameter(torch.zeros(E, N, **kw))  # (E, N)
+        self.U = nn.Parameter(sample(torch.randn, E, N, I, **kw) * input_std)  # (E, N, I)
+        self.b = nn.Parameter(sample(torch.rand, E, N, **kw) * bias_max)  # (E, N)
+        self.V = nn.Parameter(sample(torch.randn, E, O, N, **kw) * readout_std)  # (E, O, N)
+        self.c = nn.Parameter(torch.zeros(E, O, dtype=kw["dtype"], device=device))  # (E, O)
+        self.h0 = nn.Parameter(torch.zeros(E, N, dtype=kw["dtype"], device=device))  # (E, N)
         self.gain, self.init = gain, init
 
     # -- sizes ---------------------------------------------------------------------------------------------------
@@ -141,8 +142,8 @@ class TanhRNN(nn.Module):
         """A random start for spectra, h0 ~ N(0, 1) per unit: shape (E, batch, N).
 
         (A zero-input network started at its fixed point would stay there forever.)"""
-        return torch.randn(self.n_networks, batch, self.state_size, dtype=self.W.dtype, device=self.W.device,
-                           generator=generator)
+        return sample(torch.randn, self.n_networks, batch, self.state_size, dtype=self.W.dtype,
+                      device=self.W.device, generator=generator)
 
     def train_state(self, batch: int) -> torch.Tensor:
         """The (trainable) initial state h0 broadcast to a batch: (E, batch, N)."""
