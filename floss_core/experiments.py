@@ -14,12 +14,10 @@ Network index conventions are documented per function (e.g. ``e = d * n_networks
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 
 import torch
 
-from .config import FlossConfig, FlossSchedule, ModelConfig, TrainConfig, resolve_dtype
+from .config import FlossConfig, FlossSchedule, ModelConfig, TrainConfig
 from .diagnostics import gradient_norm_profile, long_term_jacobian_singular_values
 from .ensemble import concat_networks, tile_networks
 from .flossing import floss

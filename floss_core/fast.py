@@ -48,10 +48,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .rng import sample
 from torch.autograd.function import once_differentiable
 
-from .lyapunov import GRADIENT_MODES, _qr_schedule, check_finite_parameters, lyapunov_spectrum, prepare_inputs
+from .lyapunov import _qr_schedule, lyapunov_spectrum, setup_spectrum
 from .models import TanhRNN
 
 __all__ = ["fast_lyapunov_spectrum", "supports_fast", "qr_log_diag_backward", "cholesky_qr", "clear_workspace"]
@@ -442,41 +441,17 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
         return lyapunov_spectrum(model, inputs, k, n_steps=n_steps, batch=batch, t_ons=1 if auto else t_ons,
                                  n_transient=n_transient, h0=h0, Q0=Q0, generator=generator, gradient=gradient,
                                  reduce=reduce, check=check)
-    # validation: the same checks, in the same order, with the same messages as lyapunov_spectrum
-    if check:
-        check_finite_parameters(model)
-    S = model.state_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
-        raise ValueError(f"k must be an int with 1 <= k <= state size {S}, got {k!r}")
+    # validation: the checks and messages of lyapunov_spectrum (shared code)
     if not auto and (isinstance(t_ons, bool) or not isinstance(t_ons, int) or t_ons < 1):
         raise ValueError(f"t_ons must be an int >= 1 or 'auto', got {t_ons!r}")
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-    if reduce not in ("mean", "none"):
-        raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
     if isinstance(max_window, bool) or not isinstance(max_window, int) or max_window < 1:
         raise ValueError(f"max_window must be an int >= 1, got {max_window!r}")
-    inputs = prepare_inputs(model, inputs, n_steps=n_steps, batch=batch)  # (E, B, T, I)
+    inputs, n_transient, h0, Q = setup_spectrum(model, inputs, k, n_steps=n_steps, batch=batch,
+                                                n_transient=n_transient, h0=h0, Q0=Q0, generator=generator,
+                                                gradient=gradient, reduce=reduce, check=check)
     E, B, T, _ = inputs.shape
-    if n_transient is None:
-        n_transient = T // 4
-    if isinstance(n_transient, bool) or not isinstance(n_transient, int) or n_transient < 0:
-        raise ValueError(f"n_transient must be an int >= 0, got {n_transient!r}")
-    if T <= n_transient:
-        raise ValueError(f"the sequence ({T} steps) must be longer than the transient ({n_transient} steps)")
-
+    S = model.state_size
     p = next(model.parameters())
-    if h0 is None:
-        h0 = model.initial_state(B, generator)
-    if h0.shape != (E, B, S):
-        raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {tuple(h0.shape)}")
-    if check and not bool(torch.isfinite(h0).all()):
-        raise ValueError("h0 contains non-finite values (NaN or inf)")
-    if Q0 is None:
-        Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
-    elif Q0.shape != (E, B, S, k):
-        raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
-    Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)
     h = h0.to(dtype=p.dtype, device=p.device)
 
     detached = gradient == "detached"

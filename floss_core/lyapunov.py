@@ -100,6 +100,41 @@ def _qr_schedule(T: int, n_transient: int, t_ons: int) -> list[bool]:
     return qr_after
 
 
+def setup_spectrum(model, inputs, k, *, n_steps, batch, n_transient, h0, Q0, generator, gradient, reduce, check):
+    """The argument checks shared by the spectrum engines (same order, same messages); returns inputs (E, B, T, I),
+    n_transient, the initial state h0 (E, B, S) and the orthonormalized initial basis Q (E, B, S, k)."""
+    if check:
+        check_finite_parameters(model)
+    S = model.state_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
+        raise ValueError(f"k must be an int with 1 <= k <= state size {S}, got {k!r}")
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
+    inputs = prepare_inputs(model, inputs, n_steps=n_steps, batch=batch)  # (E, B, T, I)
+    E, B, T, _ = inputs.shape
+    if n_transient is None:
+        n_transient = T // 4
+    if isinstance(n_transient, bool) or not isinstance(n_transient, int) or n_transient < 0:
+        raise ValueError(f"n_transient must be an int >= 0, got {n_transient!r}")
+    if T <= n_transient:
+        raise ValueError(f"the sequence ({T} steps) must be longer than the transient ({n_transient} steps)")
+    p = next(model.parameters())
+    if h0 is None:
+        h0 = model.initial_state(B, generator)
+    if h0.shape != (E, B, S):
+        raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {tuple(h0.shape)}")
+    if check and not bool(torch.isfinite(h0).all()):
+        raise ValueError("h0 contains non-finite values (NaN or inf)")
+    if Q0 is None:
+        Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
+    elif Q0.shape != (E, B, S, k):
+        raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
+    Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)
+    return inputs, n_transient, h0, Q
+
+
 def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None, batch: int = 1,
                       t_ons: int = 1, n_transient: int | None = None, h0: torch.Tensor | None = None,
                       Q0: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -145,39 +180,13 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
                                       gradient=gradient, reduce=reduce, check=check)
     if method != "reference":
         raise ValueError(f"method must be 'reference' or 'fast', got {method!r}")
-    if check:
-        check_finite_parameters(model)
-    S = model.state_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
-        raise ValueError(f"k must be an int with 1 <= k <= state size {S}, got {k!r}")
     if isinstance(t_ons, bool) or not isinstance(t_ons, int) or t_ons < 1:
         raise ValueError(f"t_ons must be an int >= 1, got {t_ons!r}")
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
-    if reduce not in ("mean", "none"):
-        raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
-    inputs = prepare_inputs(model, inputs, n_steps=n_steps, batch=batch)  # (E, B, T, I)
+    inputs, n_transient, h0, Q = setup_spectrum(model, inputs, k, n_steps=n_steps, batch=batch,
+                                                n_transient=n_transient, h0=h0, Q0=Q0, generator=generator,
+                                                gradient=gradient, reduce=reduce, check=check)
     E, B, T, _ = inputs.shape
-    if n_transient is None:
-        n_transient = T // 4
-    if isinstance(n_transient, bool) or not isinstance(n_transient, int) or n_transient < 0:
-        raise ValueError(f"n_transient must be an int >= 0, got {n_transient!r}")
-    if T <= n_transient:
-        raise ValueError(f"the sequence ({T} steps) must be longer than the transient ({n_transient} steps)")
-
     p = next(model.parameters())
-    if h0 is None:
-        h0 = model.initial_state(B, generator)
-    if h0.shape != (E, B, S):
-        raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {tuple(h0.shape)}")
-    if check and not bool(torch.isfinite(h0).all()):
-        raise ValueError("h0 contains non-finite values (NaN or inf)")
-    if Q0 is None:
-        Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
-    elif Q0.shape != (E, B, S, k):
-        raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
-    Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)
-
     h = h0.to(dtype=p.dtype, device=p.device)  # (E, B, S)
     detached = gradient == "detached"
     if detached:

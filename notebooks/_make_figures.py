@@ -403,8 +403,8 @@ spectrum), and preflossing changes how they learn delayed tasks.
 **What to look for.** Success rate vs delay for LSTM and GRU, with and without preflossing, on delayed XOR and
 delayed copy; the top exponent before and after preflossing.
 
-**Runtime.** About 8 minutes on 2 CPU cores at the defaults (smaller networks than figures 3-4: N = 32 hidden
-units, k = 32 exponents, 1000 training steps)."""),
+**Runtime.** About 10 minutes on one CPU core at the defaults (smaller networks than figures 3-4: N = 32 hidden
+units, k = 32 exponents, 1500 training steps, T = 100)."""),
     code(IMPORTS),
     params_cell("""\
 quick = False  # smoke-test mode (sizes come from quick_params.yaml)
@@ -412,12 +412,12 @@ device = "cpu"  # "cpu" or "cuda"
 seed = 0
 cells = ["lstm", "gru"]  # architectures
 tasks = ["xor", "copy"]
-delays = [20, 50, 80, 120]  # d, the longest lag
+delays = [4, 10, 20, 40]  # d, the longest lag (even: XOR needs d/2)
 n_networks = 4  # networks (seeds) per delay and condition
 n_hidden = 32  # hidden units H (state size 2H for the LSTM)
-train_steps = 1000
+train_steps = 1500
 batch = 16
-seq_len = 150
+seq_len = 100
 floss_k = 32  # exponents flossed
 pre_steps = 500  # flossing steps before training
 threshold = 0.9  # success: running-mean accuracy stays above this until the end"""),
