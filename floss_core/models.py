@@ -20,6 +20,9 @@ The cell protocol (what ``lyapunov_spectrum``, flossing, training and the diagno
     initial_state(batch, generator) -> h0   (E, B, S), a random start for spectra
     step_tangent(h, x, Q) -> (h_next, J Q)  optional: (E, B, S, K) tangent vectors pushed through the step
                                             Jacobian; without it, Jacobian-vector products from torch.func are used.
+    train_state(batch) -> h0                (E, batch, S), the (trainable) initial state; needed by ``train`` only,
+                                            which also needs parameters with a leading E dimension named as in
+                                            ``FlossConfig.params`` (default W, U, b).
 """
 from __future__ import annotations
 

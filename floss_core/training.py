@@ -103,7 +103,8 @@ class History:
     """Per-step records of ``train`` (CPU tensors).
 
     loss, accuracy, grad_norm: (n_steps, E), measured on each step's fresh batch before the update; grad_norm is the
-        total task-gradient norm of each network before clipping.
+        gradient norm of each network's training loss (task loss, plus the weighted flossing loss when the schedule
+        has a weight) before clipping.
     exponent_steps: the training steps at which exponents were recorded; exponents: (len(exponent_steps), E, k).
     failed: (E,) networks frozen because their loss or gradient stopped being finite; failed_step: (E,) the training
         step where that happened (-1: never; -2: during preflossing).
