@@ -38,3 +38,19 @@ def copy_network(src, dst, e):
         for name, p in dst.named_parameters():
             p.copy_(getattr(src, name)[e:e + 1])
     return dst
+
+
+class OnlyStep(torch.nn.Module):
+    """A user cell that provides only `step` (no Jacobian): the same dynamics as the TanhRNN it wraps, so the
+    torch.func path (and the fast engine's fallback) can be compared with the analytic one."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.n_networks, self.state_size, self.input_size = rnn.n_networks, rnn.state_size, rnn.input_size
+
+    def step(self, h, x):
+        return torch.tanh(h) @ self.rnn.W.transpose(1, 2) + self.rnn.b.unsqueeze(1) + x @ self.rnn.U.transpose(1, 2)
+
+    def initial_state(self, batch, generator=None):
+        return self.rnn.initial_state(batch, generator)

@@ -7,6 +7,7 @@ import torch
 from floss_core import TanhRNN, lyapunov_spectrum
 from floss_core.diagnostics import (condition_number, gradient_norm_profile, long_term_jacobian_singular_values,
                                     steps_to_criterion, success)
+from helpers import OnlyStep
 
 F64 = torch.float64
 
@@ -34,19 +35,6 @@ def dense_trajectory_jacobians(m, h0, x):
     return Js
 
 
-class OnlyStep(torch.nn.Module):
-    """A user cell that provides only `step` (no Jacobian): the same dynamics as a TanhRNN."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn = rnn
-        self.n_networks, self.state_size, self.input_size = rnn.n_networks, rnn.state_size, rnn.input_size
-
-    def step(self, h, x):
-        return torch.tanh(h) @ self.rnn.W.transpose(1, 2) + self.rnn.b.unsqueeze(1) + x @ self.rnn.U.transpose(1, 2)
-
-    def initial_state(self, batch, generator=None):
-        return self.rnn.initial_state(batch, generator)
 
 
 # -- gradient_norm_profile -------------------------------------------------------------------------------------------

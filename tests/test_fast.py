@@ -7,6 +7,7 @@ import torch
 from floss_core import TanhRNN, lyapunov_spectrum
 from floss_core.fast import (cholesky_qr, clear_workspace, fast_lyapunov_spectrum, qr_log_diag_backward,
                              supports_fast)
+from helpers import OnlyStep
 
 F64, F32 = torch.float64, torch.float32
 
@@ -219,19 +220,6 @@ def test_qr_log_diag_backward_equals_torch_autograd_of_qr():
 
 # -- API: fallbacks, validation, errors ------------------------------------------------------------------------------
 
-class OnlyStep(torch.nn.Module):
-    """A cell that provides only `step`: the fast engine hands it to the reference."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn = rnn
-        self.n_networks, self.state_size, self.input_size = rnn.n_networks, rnn.state_size, rnn.input_size
-
-    def step(self, h, x):
-        return torch.tanh(h) @ self.rnn.W.transpose(1, 2) + self.rnn.b.unsqueeze(1) + x @ self.rnn.U.transpose(1, 2)
-
-    def initial_state(self, batch, generator=None):
-        return self.rnn.initial_state(batch, generator)
 
 
 class ScaledTanhRNN(TanhRNN):

@@ -8,6 +8,7 @@ import torch
 
 from floss_core import TanhRNN, lyapunov_spectrum
 from floss_core.lyapunov import jvp_tangent_step
+from helpers import OnlyStep
 
 F64 = torch.float64
 
@@ -22,19 +23,6 @@ def stable_net(N=6, gain=0.5, E=1, seed=0, dtype=F64):
     return m
 
 
-class OnlyStep(torch.nn.Module):
-    """A user cell that provides only `step` (no Jacobian): the same dynamics as a TanhRNN."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn = rnn
-        self.n_networks, self.state_size, self.input_size = rnn.n_networks, rnn.state_size, rnn.input_size
-
-    def step(self, h, x):
-        return torch.tanh(h) @ self.rnn.W.transpose(1, 2) + self.rnn.b.unsqueeze(1) + x @ self.rnn.U.transpose(1, 2)
-
-    def initial_state(self, batch, generator=None):
-        return self.rnn.initial_state(batch, generator)
 
 
 def test_stable_fixed_point_gives_log_abs_eigenvalues():
