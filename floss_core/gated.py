@@ -39,18 +39,13 @@ import math
 import torch
 from torch import nn
 
+from .models import EnsembleRNN, _check_positive_int
 from .rng import sample
 
 __all__ = ["LSTM", "GRU"]
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-class _GatedEnsemble(nn.Module):
+class _GatedEnsemble(EnsembleRNN):
     """Shared layout of LSTM and GRU: W (E, G*H, H), U (E, G*H, I), b (E, G*H), V (E, O, H), c (E, O), h0 (E, S)."""
 
     n_gates: int = 0  # G
@@ -88,28 +83,6 @@ class _GatedEnsemble(nn.Module):
     def _init_extra(self, uniform, E, GH):
         pass
 
-    # -- sizes ---------------------------------------------------------------------------------------------------
-    @property
-    def n_networks(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def hidden_size(self) -> int:
-        """H, the number of units (the length of h)."""
-        return self.W.shape[-1]
-
-    @property
-    def state_size(self) -> int:
-        return self.state_factor * self.W.shape[-1]
-
-    @property
-    def input_size(self) -> int:
-        return self.U.shape[-1]
-
-    @property
-    def output_size(self) -> int:
-        return self.V.shape[-2]
-
     # -- shared protocol -----------------------------------------------------------------------------------------
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One step: state h (E, B, S), inputs x (E, B, I) -> (E, B, S)."""
@@ -125,21 +98,6 @@ class _GatedEnsemble(nn.Module):
         """Logits ``V h + c`` from the h part of the state: (E, B, S) -> (E, B, O)."""
         hh = h[..., :self.hidden_size]
         return torch.baddbmm(self.c.unsqueeze(1), hh, self.V.transpose(1, 2))  # (E, B, O)
-
-    def initial_state(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random start for spectra: every state entry (h and, for the LSTM, c) ~ N(0, 1), shape (E, batch, S).
-
-        The same scale ``flossing_spectrum`` draws its starts from. (|h| <= 1 holds again after one step.)"""
-        return sample(torch.randn, self.n_networks, batch, self.state_size, dtype=self.W.dtype,
-                      device=self.W.device, generator=generator)
-
-    def train_state(self, batch: int) -> torch.Tensor:
-        """The (trainable) initial state h0 broadcast to a batch: (E, batch, S)."""
-        return self.h0.unsqueeze(1).expand(-1, batch, -1)
-
-    def flossed_parameters(self) -> dict[str, nn.Parameter]:
-        """The parameters flossing updates by default (W, U, b, as for the TanhRNN)."""
-        return {"W": self.W, "U": self.U, "b": self.b}
 
     @classmethod
     def from_torch(cls, module: nn.Module, n_out: int = 1, *, generator: torch.Generator | None = None):

@@ -33,7 +33,7 @@ from torch import nn
 
 from .rng import sample
 
-__all__ = ["TanhRNN"]
+__all__ = ["EnsembleRNN", "TanhRNN"]
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -42,7 +42,51 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
-class TanhRNN(nn.Module):
+class EnsembleRNN(nn.Module):
+    """What every ensemble of the package shares: sizes read off the parameters (W (E, G*H, H), U (E, G*H, I),
+    V (E, O, H)), a random start for spectra, the trainable initial state ``h0`` (E, S) and the flossed parameters.
+    The state has S = state_factor * H entries (2H for the LSTM's [h, c])."""
+
+    state_factor: int = 1
+
+    @property
+    def n_networks(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        """H, the number of units."""
+        return self.W.shape[-1]
+
+    @property
+    def state_size(self) -> int:
+        return self.state_factor * self.W.shape[-1]
+
+    @property
+    def input_size(self) -> int:
+        return self.U.shape[-1]
+
+    @property
+    def output_size(self) -> int:
+        return self.V.shape[-2]
+
+    def initial_state(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random start for spectra, every state entry ~ N(0, 1): shape (E, batch, S).
+
+        (A zero-input network started at its fixed point would stay there forever.)"""
+        return sample(torch.randn, self.n_networks, batch, self.state_size, dtype=self.W.dtype,
+                      device=self.W.device, generator=generator)
+
+    def train_state(self, batch: int) -> torch.Tensor:
+        """The (trainable) initial state h0 broadcast to a batch: (E, batch, S)."""
+        return self.h0.unsqueeze(1).expand(-1, batch, -1)
+
+    def flossed_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters flossing updates by default (the paper's W, U, b)."""
+        return {"W": self.W, "U": self.U, "b": self.b}
+
+
+class TanhRNN(EnsembleRNN):
     """An ensemble of E independent vanilla tanh RNNs (the paper's model, voltage form).
 
     Main arguments:
@@ -95,23 +139,6 @@ class TanhRNN(nn.Module):
         self.h0 = nn.Parameter(torch.zeros(E, N, dtype=kw["dtype"], device=device))  # (E, N)
         self.gain, self.init = gain, init
 
-    # -- sizes ---------------------------------------------------------------------------------------------------
-    @property
-    def n_networks(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def state_size(self) -> int:
-        return self.W.shape[-1]
-
-    @property
-    def input_size(self) -> int:
-        return self.U.shape[-1]
-
-    @property
-    def output_size(self) -> int:
-        return self.V.shape[-2]
-
     # -- dynamics ------------------------------------------------------------------------------------------------
     def _drive(self, x: torch.Tensor) -> torch.Tensor:
         """b + U s, shape (E, B, N), from inputs x (E, B, I)."""
@@ -140,21 +167,6 @@ class TanhRNN(nn.Module):
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``V x + c``: h (E, B, N) -> (E, B, O)."""
         return torch.baddbmm(self.c.unsqueeze(1), h, self.V.transpose(1, 2))  # (E, B, O)
-
-    def initial_state(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random start for spectra, h0 ~ N(0, 1) per unit: shape (E, batch, N).
-
-        (A zero-input network started at its fixed point would stay there forever.)"""
-        return sample(torch.randn, self.n_networks, batch, self.state_size, dtype=self.W.dtype,
-                      device=self.W.device, generator=generator)
-
-    def train_state(self, batch: int) -> torch.Tensor:
-        """The (trainable) initial state h0 broadcast to a batch: (E, batch, N)."""
-        return self.h0.unsqueeze(1).expand(-1, batch, -1)
-
-    def flossed_parameters(self) -> dict[str, nn.Parameter]:
-        """The parameters flossing updates by default (the paper's W, U, b)."""
-        return {"W": self.W, "U": self.U, "b": self.b}
 
     def extra_repr(self) -> str:
         return (f"n_networks={self.n_networks}, n_in={self.input_size}, n_hidden={self.state_size}, "
