@@ -1,22 +1,25 @@
-"""Per-network cost of a differentiable Lyapunov spectrum (forward + backward of mean(lambda^2)), three ways.
+"""Per-network cost of a differentiable Lyapunov spectrum (forward + backward of mean(lambda^2)), several ways.
 
-    python benchmarks/spectrum.py [--device cpu|cuda] [--dtype float64,float32] [--gain 1,2] [--repeats 5] [--quick]
+    python benchmarks/spectrum.py [--device cpu|cuda] [--dtype float64,float32] [--gain 1,2] [--repeats 5]
+                                  [--threads T] [--quick]
 
 For (N, k, T) = (80, 75, 300) with E = 32 networks and (64, 16, 512) with E = 64, zero input, a quarter transient:
 
   straight   a straightforward single-network loop: dense Jacobian ``W * (1 - tanh(h)^2)``, ``torch.linalg.qr`` every
-             step, autograd (one network at a time; the per-network time of one network);
+             step, autograd (one network at a time; the per-network time of one network), on all threads and on
+             one thread ("straight, 1 thread"): the faster of the two is the baseline of every speed-up;
   reference  ``floss_core.lyapunov_spectrum`` on the E networks batched (autograd through every step);
   fast       ``floss_core.fast.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
   fast auto  the same with t_ons = "auto" (QRs only where the basis' conditioning requires them; the same
-             exponents as a QR every step, up to roundoff).
+             exponents as a QR every step, up to roundoff); also on one thread ("fast auto, 1 thread").
 
+On the CPU the fast engine runs its sub-batches of networks on all threads at once (``workers``), one thread each.
 Prints wall time per network (min / median / max over the repeats) and, because the machine may be shared, CPU time
-of this process per network (median); the speed-up of each over ``straight`` (ratio of medians, and the ratio of
-the worst fast time to the best straight time); the achieved GFLOP/s of the fast engine (its useful matmul and
-factorization flops over its time) against a large matmul measured in the same run; and the accuracy of the fast
-engine against the reference on the same trajectories (max |lambda difference|, relative gradient difference).
-Run it on one thread (``OMP_NUM_THREADS=1``, the default here) unless you mean to measure threads.
+of this process per network (median); the speed-up of each over the baseline (ratio of medians, and the ratio of
+the worst time to the best baseline time); the achieved GFLOP/s of the fast engine (its useful matmul and
+factorization flops over its time) against a large matmul measured in the same run (on all threads); and the
+accuracy of the fast engine against the reference on the same trajectories (max |lambda difference|, relative
+gradient difference).
 """
 import argparse
 import math
@@ -104,16 +107,27 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
         return go
 
     info = {}
-    runs = {"straight": [], "reference": [], "fast": [], "fast auto": []}
+    threads = torch.get_num_threads()
+    one = {"straight, 1 thread": 1, "fast auto, 1 thread": 1}  # methods also timed on a single thread
+    names = ["straight, 1 thread", "straight", "reference", "fast", "fast auto", "fast auto, 1 thread"]
+    if threads == 1 or device.type != "cpu":
+        names = [n for n in names if n not in one]
+    runs = {name: [] for name in names}
     for rep in range(repeats):  # interleaved, so that a change of load on a shared machine hits all alike
-        if rep < single_repeats:
-            runs["straight"].append(timed(run_single(rep % E), device))
-        w, c = timed(run_batched(lyapunov_spectrum), device)
-        runs["reference"].append((w / E, c / E))
-        w, c = timed(run_batched(fast_lyapunov_spectrum, t_ons=1), device)
-        runs["fast"].append((w / E, c / E))
-        w, c = timed(run_batched(fast_lyapunov_spectrum, t_ons="auto", info=info), device)
-        runs["fast auto"].append((w / E, c / E))
+        for name in names:
+            if name.startswith("straight"):
+                if rep >= single_repeats:
+                    continue
+                fn, per = run_single(rep % E), 1
+            elif name == "reference":
+                fn, per = run_batched(lyapunov_spectrum), E
+            else:
+                extra = dict(info=info) if name == "fast auto" else {}
+                fn, per = run_batched(fast_lyapunov_spectrum, t_ons=1 if name == "fast" else "auto", **extra), E
+            torch.set_num_threads(one.get(name, threads))
+            w, c = timed(fn, device)
+            torch.set_num_threads(threads)
+            runs[name].append((w / per, c / per))
     for p in params:
         p.grad = None
 
@@ -175,7 +189,9 @@ def main():
     ap.add_argument("--gain", default="1,2", help="recurrent gains g (comma separated)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--single-repeats", type=int, default=3, help="repeats of the (slow) single-network loop")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="threads (default: torch's default, all cores); the straight loop and 'fast auto' are also "
+                         "timed on one thread")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (a smoke test)")
     ap.add_argument("--check", action="store_true", help="only compare fast with the reference on this device")
     args = ap.parse_args()
@@ -187,8 +203,8 @@ def main():
     repeats = 2 if args.quick else args.repeats
     single = min(repeats, 2 if args.quick else args.single_repeats)
     print(f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; times per network in ms: "
-          "wall min / median / max (CPU median); speed-up = straight median / this median "
-          "(worst case: straight min / this max)")
+          "wall min / median / max (CPU median); speed-up = baseline median / this median "
+          "(worst case: baseline min / this max); baseline = the straight loop on its faster thread count")
     for dname in args.dtype.split(","):
         dtype = getattr(torch, dname)
         peak = matmul_gflops(dtype, device, n=4096 if device.type == "cuda" else 1024)
@@ -199,7 +215,10 @@ def main():
         for N, k, T, E in configs:
             for gain in (float(g) for g in args.gain.split(",")):
                 runs, acc, n_qr = bench(N, k, T, E, gain, dtype, device, repeats, single)
-                s_wall = [w for w, _ in runs["straight"]]
+                # the baseline: the straight loop on whichever thread count runs it faster
+                base = min((n for n in runs if n.startswith("straight")),
+                           key=lambda n: statistics.median(w for w, _ in runs[n]))
+                s_wall = [w for w, _ in runs[base]]
                 s_med, s_min = statistics.median(s_wall), min(s_wall)
                 r_med = statistics.median(w for w, _ in runs["reference"])
                 for name, r in runs.items():
@@ -210,11 +229,11 @@ def main():
                     gf, acc_s = "", " | "
                     if name.startswith("fast"):
                         gf = f"{fast_flops(N, k, T, T if name == 'fast' else n_qr) / med / 1e9:.1f}"
-                        d_lam, d_grad, n_bad = acc[name]
+                        d_lam, d_grad, n_bad = acc[name.split(",")[0]]
                         acc_s = f"{d_lam:.1e} | {d_grad:.1e}" + (f" ({n_bad} of {E} overflow)" if n_bad else "")
                     print(f"| {N}, {k}, {T}, {E} | {gain:g} | {name} | {1e3 * min(wall):.2f} / {1e3 * med:.2f} / "
                           f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {r_med / med:.1f}x | {gf} | {acc_s} |")
-                print(f"|  |  | (fast auto: {n_qr:g} QRs in {T} steps) |  |  |  |  |  |  |  |")
+                print(f"|  |  | (baseline: {base}; fast auto: {n_qr:g} QRs in {T} steps) |  |  |  |  |  |  |  |")
 
 
 if __name__ == "__main__":

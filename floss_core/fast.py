@@ -33,14 +33,16 @@ compare against) and the same gradients, computed differently:
      fused into the tangent's ``W^T Y_bar`` (one matmul with k + 1 columns), and ``W_bar`` accumulated over chunks of
      time steps (one matmul per chunk).
 
-On CPU the networks run in sub-batches whose per-step data fit the caches, and the stored bases are kept between
-calls (fresh memory costs a page fault per 4 KiB).
+On CPU the networks run in sub-batches whose per-step data fit the caches, several sub-batches at once on threads of
+their own (``workers``, default: torch's thread count), every operation on one thread; the stored bases are kept
+between calls (fresh memory costs a page fault per 4 KiB).
 
 Only ``TanhRNN`` (not a subclass that changes its dynamics) takes the fast path; other cells fall back to the
 reference. Works in float32 and float64, on CPU and CUDA (nothing here is CPU-only).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import weakref
@@ -71,7 +73,8 @@ def supports_fast(model) -> bool:
 # triangular solves are row-major products on contiguous operands (up to 2x faster than Q (M, N, k) for small k).
 # R = L^T is kept as the lower triangular L (the Cholesky factor of the Gram).
 
-_GROUP_BYTES = 2 ** 22  # CPU: networks per sub-batch so that its per-step working set is about this
+_MIN_WORKER_FLOPS = 5e5  # CPU: least matmul flops per step of a sub-batch worth a thread of its own
+_GROUP_BYTES = 2 ** 23  # CPU: networks per sub-batch so that its per-step working set is about this (measured best)
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -85,6 +88,17 @@ def _default_tol(dtype: torch.dtype) -> float:
 
 
 _PASS2_MAX_ERROR = 1e-2  # a first pass this far from orthogonal is not refined but redone by Householder
+
+
+def _window_kappa(tol: float, dtype: torch.dtype) -> float:
+    """t_ons="auto": the condition number each window's basis is aimed at.
+
+    A Cholesky QR pass leaves an orthogonality error of about eps kappa^2. Aiming at sqrt(tol / eps) lets most
+    windows pass in one pass; aiming higher, at 1/64 of the most a second pass can repair (eps kappa^2 ~ 2.5e-6 in
+    float64), needs a second pass more often but fewer QRs, which costs less where they are many (measured at
+    N = 80, k = 75, g = 2: 155 instead of 224 QRs in 300 steps, 10-15% less time; elsewhere the same)."""
+    eps = torch.finfo(dtype).eps
+    return max(math.sqrt(tol / eps), math.sqrt(_PASS2_MAX_ERROR / eps) / 64)
 
 
 def _probe(k: int, dtype, device) -> torch.Tensor:
@@ -245,167 +259,223 @@ class _Plan:
     diag: dict = field(default_factory=dict)  # filled by forward: qr_at, log_r, states (for error messages)
 
 
+def _forward_group(W, U, b, h0, X, Q0, plan: _Plan):
+    """The forward of one sub-batch of networks: (exponents (E, B, k), what its backward needs)."""
+    E, B, T, _ = X.shape
+    N, k, M = W.shape[-1], Q0.shape[-1], E * B
+    n_tr = plan.n_transient
+    kw = dict(dtype=W.dtype, device=W.device)
+
+    # 1. the state trajectory, with TanhRNN.step's own operations (same bits as the reference)
+    Wt, Ut, b1 = W.transpose(1, 2), U.transpose(1, 2), b.unsqueeze(1)
+    r_all = torch.empty(T, E, B, N, **kw)  # tanh(h_t), t = 0..T-1
+    states = []
+    h = h0
+    for t, x in enumerate(X.unbind(2)):
+        r = torch.tanh(h, out=r_all[t])
+        h = torch.baddbmm(torch.baddbmm(b1, x, Ut), r, Wt)  # (E, B, N)
+        states.append(h)
+    D = (1 - r_all * r_all).reshape(T, M, 1, N)  # d_t = 1 - tanh(h_t)^2 (as step_tangent computes it), as a row
+
+    # 2. the tangent recursion on rows: QTs[t] = Q^T entering step t (orthonormal rows right after a QR)
+    Wb = W.unsqueeze(1).expand(E, B, N, N).reshape(M, N, N)  # one W per trajectory (a view when B = 1)
+    WbT = Wb.mT
+    QTs = _take_buffer((T + 1, M, k, N), W.dtype, W.device)
+    QTs[0] = Q0.reshape(M, N, k).mT
+    probe, probe64 = _probe(k, W.dtype, W.device), _probe(k, torch.float64, W.device)
+    tol64, in_double = _default_tol(torch.float64), [False]
+    qr_at = [False] * T
+    Ls = {}  # step -> L = R^T (M, k, k)
+    log_r = {}  # step -> log|R_ii| (M, k), steps >= n_transient only
+    mandatory = sorted({T - 1} | ({n_tr - 1} if n_tr > 0 else set()))
+    window = 1  # "auto": the next window's length
+
+    def push(t, out=None):  # Y_t^T = (d_t Q_t)^T W^T
+        return torch.matmul(QTs[t] * D[t], WbT, out=out)
+
+    def orthonormalize(t, YT, window_len):
+        """QR of Y after step t into QTs[t + 1]; False if a window's basis was too ill-conditioned."""
+        if plan.orth == "householder":
+            Q, R = torch.linalg.qr(YT.mT)
+            QT, L = Q.mT, R.mT
+        elif in_double[0]:  # single precision whose factors mostly needed double precision so far
+            QT, L, ok = _cholesky_qr_rows(YT.double(), tol64, probe64)
+            QT, L = QT.to(YT.dtype), L.to(YT.dtype)
+            if not bool(ok.all()):
+                if window_len > 1:
+                    return False
+                _householder_fix(YT, QT, L, ok)
+        else:
+            QT, L, ok = _cholesky_qr_rows(YT, plan.tol, probe)
+            if not bool(ok.all()):
+                if window_len > 1:
+                    return False
+                if YT.dtype != torch.float64:  # in single precision, first retry in double
+                    bad = (~ok).nonzero().flatten()
+                    QT64, L64, ok64 = _cholesky_qr_rows(YT[bad].double(), tol64, probe64)
+                    QT.index_copy_(0, bad, QT64.to(YT.dtype))
+                    L.index_copy_(0, bad, L64.to(YT.dtype))
+                    ok = ok.index_copy(0, bad, ok64)
+                    in_double[0] = 2 * bad.numel() > M  # most needed it: go to double directly from now on
+                if not bool(ok.all()):
+                    _householder_fix(YT, QT, L, ok)
+        QTs[t + 1] = QT
+        Ls[t] = L
+        qr_at[t] = True
+        if t >= n_tr:
+            log_r[t] = torch.diagonal(L, dim1=-2, dim2=-1).abs().log()  # (M, k)
+        return True
+
+    t0 = 0
+    while t0 < T:
+        # the window [t0, t1]: no QR inside it, one after its last step
+        if plan.schedule is not None:
+            t1 = next(t for t in range(t0, T) if plan.schedule[t])
+        else:
+            t1 = min(t0 + window - 1, next(t for t in mandatory if t >= t0))
+        for t in range(t0, t1):
+            push(t, QTs[t + 1])
+        if not orthonormalize(t1, push(t1), t1 - t0 + 1):  # roll back: a QR after every step of the window
+            for t in range(t0, t1 + 1):
+                orthonormalize(t, push(t), 1)
+            window = max(1, (t1 - t0 + 1) // 2)
+        elif plan.schedule is None:  # the next window from this one's stretching
+            ld = torch.diagonal(Ls[t1], dim1=-2, dim2=-1).abs().log()  # (M, k)
+            growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / (t1 - t0 + 1)  # log kappa per step
+            fit = int(math.log(max(plan.kappa, 1.0)) / max(growth, 1e-12)) if growth < math.inf else 1
+            window = max(1, min(plan.max_window, fit))
+        t0 = t1 + 1
+
+    lam = torch.stack([log_r[t] for t in sorted(log_r)]).sum(0) / (T - n_tr)  # (M, k)
+    if plan.keep_diagnostics:
+        plan.diag.update(qr_at=qr_at, log_r=[log_r[t].reshape(E, B, k) for t in sorted(log_r)], states=states)
+    plan.diag["n_qr"] = sum(qr_at)
+
+    saved = dict(r_all=r_all, D=D, QTs=QTs, Ls=Ls, qr_at=qr_at, plan=plan, Wb=Wb)
+    return lam.reshape(E, B, k), saved
+
+
+def _backward_group(saved, W, U, X, lam_bar, need):
+    """The backward of one sub-batch (W, U, X its parameters and inputs, lam_bar (E, B, k)): the gradients of
+    (W, U, b, h0, X, Q0), None where ``need`` says not needed."""
+    r_all, D, QTs, Ls, qr_at, plan, Wb = (saved[name] for name in ("r_all", "D", "QTs", "Ls", "qr_at", "plan", "Wb"))
+    T, E, B, N = r_all.shape
+    k, M = QTs.shape[-2], E * B
+    n_tr = plan.n_transient
+    full = not plan.detached
+    kw = dict(dtype=W.dtype, device=W.device)
+    w = (lam_bar / (T - n_tr)).reshape(M, k)
+    width = k + 1 if full else k  # the state adjoint rides along as one more row
+    chunk = max(1, 128 // width)  # time steps per W_bar matmul
+    Ybuf = torch.empty(M, chunk, width, N, **kw)  # rows [Y_bar_t^T ; h_bar_{t+1}^T]
+    Pbuf = torch.empty(M, chunk, width, N, **kw)  # rows [(d_t Q_t)^T ; tanh(h_t)^T]
+    W_bar = torch.zeros(M, N, N, **kw)
+    r_flat = r_all.reshape(T, M, N)
+    D_flat = D.reshape(T, M, N)
+    if full:
+        C = -2 * r_flat * D_flat  # d(d_t)/d(h_t) = -2 tanh(h_t) d_t
+        h_bars = torch.empty(T, M, N, **kw)  # h_bar_{t+1}, t = 0..T-1
+        h_bars[T - 1] = 0
+    Q_barT = None  # the gradient w.r.t. the basis leaving the current step (zero after the last one)
+    j = 0  # slot of the current step in the chunk buffers
+    for t in range(T - 1, -1, -1):
+        slot = Ybuf[:, j]  # (M, width, N)
+        if qr_at[t]:
+            slot[:, :k] = qr_log_diag_backward(QTs[t + 1], Ls[t], Q_barT, w if t >= n_tr else None, rows=True)
+        # else the slot already holds Y_bar_t = Q_bar_t, written there at the end of step t + 1
+        torch.mul(QTs[t], D[t], out=Pbuf[:, j, :k])
+        if full:
+            slot[:, k] = h_bars[t]
+            Pbuf[:, j, k] = r_flat[t]
+        ZT = slot @ Wb  # (M, width, N): rows [(W^T Y_bar)^T ; (W^T h_bar)^T]
+        if full:
+            d_bar = torch.linalg.vecdot(ZT[:, :k], QTs[t], dim=-2)  # (M, N)
+            h_bar = torch.addcmul(D_flat[t] * ZT[:, k], C[t], d_bar, out=h_bars[t - 1] if t else None)
+        j += 1
+        if j == chunk or t == 0:
+            W_bar.baddbmm_(Ybuf[:, :j].reshape(M, j * width, N).mT, Pbuf[:, :j].reshape(M, j * width, N))
+            j = 0
+        if t:  # Q_bar of the basis entering step t, straight into the next slot
+            Q_barT = torch.mul(ZT[:, :k], D[t], out=Ybuf[:, j, :k])
+        else:
+            Q_barT = ZT[:, :k] * D[t]
+
+    W_grad = W_bar.reshape(E, B, N, N).sum(1) if need[0] else None
+    U_grad = b_grad = h0_grad = X_grad = None
+    if full:
+        hb = h_bars.reshape(T, E, B, N)
+        if need[1]:
+            U_grad = torch.einsum("tebn,ebti->eni", hb, X)
+        if need[2]:
+            b_grad = hb.sum((0, 2))
+        if need[3]:
+            h0_grad = h_bar.reshape(E, B, N)
+        if need[4]:
+            X_grad = torch.einsum("tebn,eni->ebti", hb, U)
+    Q0_grad = Q_barT.mT.reshape(E, B, N, k) if need[5] else None
+    return W_grad, U_grad, b_grad, h0_grad, X_grad, Q0_grad
+
+
 class _TanhSpectrum(torch.autograd.Function):
-    """(W, U, b, h0, X, Q0) -> exponents (E, B, k) of a TanhRNN, with a hand-written backward."""
+    """(W, U, b, h0, X, Q0) -> exponents (E, B, k) of a TanhRNN, with a hand-written backward.
+
+    The networks run in sub-batches (``groups``, slices of E), on ``workers`` threads at once (see ``_run``)."""
 
     @staticmethod
-    def forward(ctx, W, U, b, h0, X, Q0, plan: _Plan):
-        E, B, T, _ = X.shape
-        N, k, M = W.shape[-1], Q0.shape[-1], E * B
-        n_tr = plan.n_transient
-        kw = dict(dtype=W.dtype, device=W.device)
-
-        # 1. the state trajectory, with TanhRNN.step's own operations (same bits as the reference)
-        Wt, Ut, b1 = W.transpose(1, 2), U.transpose(1, 2), b.unsqueeze(1)
-        r_all = torch.empty(T, E, B, N, **kw)  # tanh(h_t), t = 0..T-1
-        states = []
-        h = h0
-        for t, x in enumerate(X.unbind(2)):
-            r = torch.tanh(h, out=r_all[t])
-            h = torch.baddbmm(torch.baddbmm(b1, x, Ut), r, Wt)  # (E, B, N)
-            states.append(h)
-        D = (1 - r_all * r_all).reshape(T, M, 1, N)  # d_t = 1 - tanh(h_t)^2 (as step_tangent computes it), as a row
-
-        # 2. the tangent recursion on rows: QTs[t] = Q^T entering step t (orthonormal rows right after a QR)
-        Wb = W.unsqueeze(1).expand(E, B, N, N).reshape(M, N, N)  # one W per trajectory (a view when B = 1)
-        WbT = Wb.mT
-        QTs = _take_buffer((T + 1, M, k, N), W.dtype, W.device)
-        QTs[0] = Q0.reshape(M, N, k).mT
-        probe, probe64 = _probe(k, W.dtype, W.device), _probe(k, torch.float64, W.device)
-        tol64, in_double = _default_tol(torch.float64), [False]
-        qr_at = [False] * T
-        Ls = {}  # step -> L = R^T (M, k, k)
-        log_r = {}  # step -> log|R_ii| (M, k), steps >= n_transient only
-        mandatory = sorted({T - 1} | ({n_tr - 1} if n_tr > 0 else set()))
-        window = 1  # "auto": the next window's length
-
-        def push(t, out=None):  # Y_t^T = (d_t Q_t)^T W^T
-            return torch.matmul(QTs[t] * D[t], WbT, out=out)
-
-        def orthonormalize(t, YT, window_len):
-            """QR of Y after step t into QTs[t + 1]; False if a window's basis was too ill-conditioned."""
-            if plan.orth == "householder":
-                Q, R = torch.linalg.qr(YT.mT)
-                QT, L = Q.mT, R.mT
-            elif in_double[0]:  # single precision whose factors mostly needed double precision so far
-                QT, L, ok = _cholesky_qr_rows(YT.double(), tol64, probe64)
-                QT, L = QT.to(YT.dtype), L.to(YT.dtype)
-                if not bool(ok.all()):
-                    if window_len > 1:
-                        return False
-                    _householder_fix(YT, QT, L, ok)
-            else:
-                QT, L, ok = _cholesky_qr_rows(YT, plan.tol, probe)
-                if not bool(ok.all()):
-                    if window_len > 1:
-                        return False
-                    if YT.dtype != torch.float64:  # in single precision, first retry in double
-                        bad = (~ok).nonzero().flatten()
-                        QT64, L64, ok64 = _cholesky_qr_rows(YT[bad].double(), tol64, probe64)
-                        QT.index_copy_(0, bad, QT64.to(YT.dtype))
-                        L.index_copy_(0, bad, L64.to(YT.dtype))
-                        ok = ok.index_copy(0, bad, ok64)
-                        in_double[0] = 2 * bad.numel() > M  # most needed it: go to double directly from now on
-                    if not bool(ok.all()):
-                        _householder_fix(YT, QT, L, ok)
-            QTs[t + 1] = QT
-            Ls[t] = L
-            qr_at[t] = True
-            if t >= n_tr:
-                log_r[t] = torch.diagonal(L, dim1=-2, dim2=-1).abs().log()  # (M, k)
-            return True
-
-        t0 = 0
-        while t0 < T:
-            # the window [t0, t1]: no QR inside it, one after its last step
-            if plan.schedule is not None:
-                t1 = next(t for t in range(t0, T) if plan.schedule[t])
-            else:
-                t1 = min(t0 + window - 1, next(t for t in mandatory if t >= t0))
-            for t in range(t0, t1):
-                push(t, QTs[t + 1])
-            if not orthonormalize(t1, push(t1), t1 - t0 + 1):  # roll back: a QR after every step of the window
-                for t in range(t0, t1 + 1):
-                    orthonormalize(t, push(t), 1)
-                window = max(1, (t1 - t0 + 1) // 2)
-            elif plan.schedule is None:  # the next window from this one's stretching
-                ld = torch.diagonal(Ls[t1], dim1=-2, dim2=-1).abs().log()  # (M, k)
-                growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / (t1 - t0 + 1)  # log kappa per step
-                fit = int(math.log(max(plan.kappa, 1.0)) / max(growth, 1e-12)) if growth < math.inf else 1
-                window = max(1, min(plan.max_window, fit))
-            t0 = t1 + 1
-
-        lam = torch.stack([log_r[t] for t in sorted(log_r)]).sum(0) / (T - n_tr)  # (M, k)
-        if plan.keep_diagnostics:
-            plan.diag.update(qr_at=qr_at, log_r=[log_r[t].reshape(E, B, k) for t in sorted(log_r)], states=states)
-        plan.diag["n_qr"] = sum(qr_at)
-
+    def forward(ctx, W, U, b, h0, X, Q0, plans: list, groups: list, workers: int):
+        out = _run(workers, [lambda g=g, pl=pl: _forward_group(W[g], U[g], b[g], h0[g], X[g], Q0[g], pl)
+                             for g, pl in zip(groups, plans)], W.device.type == "cpu")
         ctx.save_for_backward(W, U, X)
-        ctx.r_all, ctx.D, ctx.QTs, ctx.Ls, ctx.qr_at, ctx.plan, ctx.Wb = r_all, D, QTs, Ls, qr_at, plan, Wb
-        weakref.finalize(ctx, _give_buffer, QTs)  # back to the pool once the graph (or this call's result) is freed
-        return lam.reshape(E, B, k)
+        ctx.saved_groups, ctx.groups, ctx.workers = [sv for _, sv in out], groups, workers
+        for _, sv in out:  # its bases back to the pool once the graph (or this call's result) is freed
+            weakref.finalize(ctx, _give_buffer, sv["QTs"])
+        return torch.cat([lam for lam, _ in out]) if len(out) > 1 else out[0][0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, lam_bar):
         W, U, X = ctx.saved_tensors
-        r_all, D, QTs, Ls, qr_at, plan, Wb = ctx.r_all, ctx.D, ctx.QTs, ctx.Ls, ctx.qr_at, ctx.plan, ctx.Wb
-        T, E, B, N = r_all.shape
-        k, M = QTs.shape[-2], E * B
-        n_tr = plan.n_transient
-        full = not plan.detached
-        kw = dict(dtype=W.dtype, device=W.device)
-        w = (lam_bar / (T - n_tr)).reshape(M, k)
-        width = k + 1 if full else k  # the state adjoint rides along as one more row
-        chunk = max(1, 128 // width)  # time steps per W_bar matmul
-        Ybuf = torch.empty(M, chunk, width, N, **kw)  # rows [Y_bar_t^T ; h_bar_{t+1}^T]
-        Pbuf = torch.empty(M, chunk, width, N, **kw)  # rows [(d_t Q_t)^T ; tanh(h_t)^T]
-        W_bar = torch.zeros(M, N, N, **kw)
-        r_flat = r_all.reshape(T, M, N)
-        D_flat = D.reshape(T, M, N)
-        if full:
-            C = -2 * r_flat * D_flat  # d(d_t)/d(h_t) = -2 tanh(h_t) d_t
-            h_bars = torch.empty(T, M, N, **kw)  # h_bar_{t+1}, t = 0..T-1
-            h_bars[T - 1] = 0
-        Q_barT = None  # the gradient w.r.t. the basis leaving the current step (zero after the last one)
-        j = 0  # slot of the current step in the chunk buffers
-        for t in range(T - 1, -1, -1):
-            slot = Ybuf[:, j]  # (M, width, N)
-            if qr_at[t]:
-                slot[:, :k] = qr_log_diag_backward(QTs[t + 1], Ls[t], Q_barT, w if t >= n_tr else None, rows=True)
-            # else the slot already holds Y_bar_t = Q_bar_t, written there at the end of step t + 1
-            torch.mul(QTs[t], D[t], out=Pbuf[:, j, :k])
-            if full:
-                slot[:, k] = h_bars[t]
-                Pbuf[:, j, k] = r_flat[t]
-            ZT = slot @ Wb  # (M, width, N): rows [(W^T Y_bar)^T ; (W^T h_bar)^T]
-            if full:
-                d_bar = torch.linalg.vecdot(ZT[:, :k], QTs[t], dim=-2)  # (M, N)
-                h_bar = torch.addcmul(D_flat[t] * ZT[:, k], C[t], d_bar, out=h_bars[t - 1] if t else None)
-            j += 1
-            if j == chunk or t == 0:
-                W_bar.baddbmm_(Ybuf[:, :j].reshape(M, j * width, N).mT, Pbuf[:, :j].reshape(M, j * width, N))
-                j = 0
-            if t:  # Q_bar of the basis entering step t, straight into the next slot
-                Q_barT = torch.mul(ZT[:, :k], D[t], out=Ybuf[:, j, :k])
-            else:
-                Q_barT = ZT[:, :k] * D[t]
+        need = ctx.needs_input_grad[:6]
+        out = _run(ctx.workers, [lambda g=g, sv=sv: _backward_group(sv, W[g], U[g], X[g], lam_bar[g], need)
+                                 for g, sv in zip(ctx.groups, ctx.saved_groups)], W.device.type == "cpu")
+        grads = [None if out[0][i] is None else torch.cat([o[i] for o in out]) if len(out) > 1 else out[0][i]
+                 for i in range(6)]
+        return (*grads, None, None, None)
 
-        need = ctx.needs_input_grad
-        W_grad = W_bar.reshape(E, B, N, N).sum(1) if need[0] else None
-        U_grad = b_grad = h0_grad = X_grad = None
-        if full:
-            hb = h_bars.reshape(T, E, B, N)
-            if need[1]:
-                U_grad = torch.einsum("tebn,ebti->eni", hb, X)
-            if need[2]:
-                b_grad = hb.sum((0, 2))
-            if need[3]:
-                h0_grad = h_bar.reshape(E, B, N)
-            if need[4]:
-                X_grad = torch.einsum("tebn,eni->ebti", hb, U)
-        Q0_grad = Q_barT.mT.reshape(E, B, N, k) if need[5] else None
-        return W_grad, U_grad, b_grad, h0_grad, X_grad, Q0_grad, None
+
+# -- threads ------------------------------------------------------------------------------------------------------
+# Intra-op threads make these small batched operations slower, not faster (measured on a 2-core CPU: a flossing step
+# at k = 75 took 3x longer on 2 threads than on 1), so on CPU the engine runs every operation on one thread and
+# gets its parallelism from independent sub-batches run at once, each on a thread of its own: torch releases the
+# GIL inside every operation.
+
+_POOL = {}
+
+
+def _run(workers: int, jobs: list, cpu: bool) -> list:
+    """Run the zero-argument ``jobs`` (independent sub-batches) on ``workers`` threads; their results, in order.
+
+    On CPU torch's intra-op threads are set to 1 meanwhile (restored after), so that the operations neither
+    oversubscribe the cores nor pay for threads on small matrices; with ``workers <= 1`` the jobs run here."""
+    if not cpu:
+        return [job() for job in jobs]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            return [job() for job in jobs]
+        if workers not in _POOL:
+            _POOL[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="floss_core.fast")
+        grad_mode = torch.is_grad_enabled()  # thread-local: off inside an autograd Function, on in a fresh thread
+
+        def in_worker(job):
+            with torch.set_grad_enabled(grad_mode):
+                return job()
+
+        futures = [_POOL[workers].submit(in_worker, job) for job in jobs]
+        return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(before)
 
 
 def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None,
@@ -413,7 +483,8 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
                            h0: torch.Tensor | None = None, Q0: torch.Tensor | None = None,
                            generator: torch.Generator | None = None, gradient: str = "full", reduce: str = "mean",
                            check: bool = True, orth: str = "cholesky", tol: float | None = None,
-                           max_window: int = 64, group: int | None = None, info: dict | None = None) -> torch.Tensor:
+                           max_window: int = 64, group: int | None = None, workers: int | None = None,
+                           info: dict | None = None) -> torch.Tensor:
     """The first k Lyapunov exponents of every network, like ``lyapunov_spectrum`` but faster (see the module).
 
     Main arguments and return value: as ``lyapunov_spectrum`` (same validation, same random draws from
@@ -427,10 +498,15 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
         orth: "cholesky" (default: guarded Cholesky QR, Householder where the guard fails) or "householder"
             (torch.linalg.qr at every scheduled QR, as the reference, without the window guard).
         tol: accepted orthogonality error of a Cholesky QR factor (default 1e-7 in float64, 1e-3 in float32);
-            "auto" aims each window's condition number at sqrt(tol / eps).
+            "auto" aims each window's condition number at the larger of sqrt(tol / eps) and ~1e5 (float64).
         max_window: longest window for t_ons="auto".
-        group: networks per sub-batch (default: all on GPU; on CPU as many as keep a step's data near 4 MiB).
-        info: a dict that receives "n_qr", the number of orthonormalizations done (mean over sub-batches).
+        group: networks per sub-batch (default: all on GPU; on CPU balanced sub-batches, each of whose per-step
+            data stay near 8 MiB, their number a multiple of ``workers``).
+        workers: CPU threads that run sub-batches at once, each with one intra-op thread (default:
+            ``torch.get_num_threads()``, fewer where the sub-batches would be too small to gain; on GPU 1). With fixed sub-batches the result does not depend on it
+            (each sub-batch runs the same operations); the default sub-batches depend on it, and with
+            t_ons="auto" (whose windows each sub-batch chooses) so does the roundoff (~1e-12 in float64).
+        info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks).
     """
     auto = t_ons == "auto"
     if orth not in ORTH_METHODS:
@@ -461,32 +537,42 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
         inputs = inputs.detach()
     plan = _Plan(n_transient=n_transient, schedule=None if auto else _qr_schedule(T, n_transient, t_ons),
                  detached=detached, orth=orth, tol=_default_tol(p.dtype) if tol is None else float(tol),
-                 kappa=math.sqrt((_default_tol(p.dtype) if tol is None else float(tol)) / torch.finfo(p.dtype).eps),
+                 kappa=_window_kappa(_default_tol(p.dtype) if tol is None else float(tol), p.dtype),
                  max_window=max_window, keep_diagnostics=check)
-    if group is None:
+    cpu = p.device.type == "cpu"
+    if workers is None:  # threads pay where each sub-batch has >= ~0.5 MFLOP per step (measured: less runs slower)
+        step_flops = 2 * E * B * S * S * (k + 1)
+        workers = max(1, min(torch.get_num_threads(), E, int(step_flops // _MIN_WORKER_FLOPS))) if cpu else 1
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if group is None:  # balanced sub-batches, as many as the caches need and a multiple of the workers
         per_network = p.element_size() * B * (S * S + 6 * S * k + 2 * k * k)  # W, a few bases and k x k factors
-        group = E if p.device.type != "cpu" else max(1, min(E, _GROUP_BYTES // per_network))
-    plans, lams = [], []
-    for e0 in range(0, E, group):  # sub-batches of networks: on CPU, one that fits the caches runs faster
-        g = slice(e0, min(E, e0 + group))
-        plans.append(dataclasses.replace(plan, diag={}))
-        lams.append(_TanhSpectrum.apply(W[g], U[g], b[g], h[g], inputs[g], Q[g], plans[-1]))  # (G, B, k)
-    lam = torch.cat(lams) if len(lams) > 1 else lams[0]  # (E, B, k)
+        n = 1 if not cpu else -(-E // max(1, _GROUP_BYTES // per_network))
+        n = min(E, -(-max(n, workers) // workers) * workers if workers > 1 else n)
+        sizes = [E // n + (i < E % n) for i in range(n)]
+    elif isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise ValueError(f"group must be an int >= 1, got {group!r}")
+    else:
+        sizes = [min(group, E - e0) for e0 in range(0, E, group)]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    groups = [slice(e0, e0 + size) for e0, size in zip(starts, sizes)]
+    plans = [dataclasses.replace(plan, diag={}) for _ in groups]
+    lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers)  # (E, B, k)
     if info is not None:
-        info["n_qr"] = sum(pl.diag["n_qr"] for pl in plans) / len(plans)
+        info["n_qr"] = sum(pl.diag["n_qr"] * (g.stop - g.start) for pl, g in zip(plans, groups)) / E
     if check and not bool(torch.isfinite(lam).all()):
-        _raise_non_finite_groups(plans, group, n_transient)
+        _raise_non_finite_groups(plans, starts, n_transient)
     return lam.mean(1) if reduce == "mean" else lam
 
 
-def _raise_non_finite_groups(plans, group, n_transient):
+def _raise_non_finite_groups(plans, starts, n_transient):
     """``lyapunov._raise_non_finite`` (same messages) for sub-batched networks, each with its own QR steps."""
     T = len(plans[0].diag["states"])
     for t in range(T):  # the first step where some network's state stopped being finite
         nets = []
         for i, pl in enumerate(plans):
             bad = ~torch.isfinite(pl.diag["states"][t]).flatten(1).all(1)
-            nets += (bad.nonzero().flatten() + i * group).tolist()
+            nets += (bad.nonzero().flatten() + starts[i]).tolist()
         if nets:
             raise ValueError(f"the state became non-finite at step {t} in network(s) {nets}: "
                              "the dynamics diverged (check the weights' scale and the inputs)")
@@ -499,7 +585,7 @@ def _raise_non_finite_groups(plans, group, n_transient):
                 if first is None or t < first[0]:
                     first = (t, [])
                 if t == first[0]:
-                    first[1].extend((bad.nonzero().flatten() + i * group).tolist())
+                    first[1].extend((bad.nonzero().flatten() + starts[i]).tolist())
                 break
     if first is not None:
         t, nets = first

@@ -258,6 +258,22 @@ def test_sub_batches_of_networks_give_the_same_numbers():
         torch.testing.assert_close(u, v, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("t_ons", [1, "auto"])
+def test_worker_threads_give_the_same_bits_as_one_thread(t_ons):
+    """Sub-batches on 2 threads: the same operations per sub-batch, so the same bits, whatever the scheduling;
+    the caller's intra-op thread count is restored afterwards."""
+    m, x, h0, Q0 = setup(12, 5, 60, gain=2.0, E=6, B=2)
+    before = torch.get_num_threads()
+    one = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2, workers=1, t_ons=t_ons)
+    two = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2, workers=2, t_ons=t_ons)
+    assert torch.get_num_threads() == before
+    assert torch.equal(one[0], two[0]) and all(torch.equal(a, b) for a, b in zip(one[1], two[1]))
+    # the default sub-batches with 2 workers: at least 2 of them, same numbers up to roundoff
+    info = {}
+    lam = fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, workers=2, t_ons=t_ons, info=info)
+    torch.testing.assert_close(lam.detach(), one[0], atol=1e-10, rtol=0)
+
+
 def test_repeated_calls_reuse_buffers_and_repeat_the_numbers():
     clear_workspace()
     m, x, h0, Q0 = setup(10, 4, 30, gain=2.0)
@@ -273,6 +289,7 @@ def net():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(k=0), "k must"), (dict(k=6), "k must"), (dict(t_ons=0), "t_ons"), (dict(t_ons="often"), "t_ons"),
+    (dict(workers=0), "workers must"), (dict(workers=1.5), "workers must"), (dict(group=0), "group must"),
     (dict(gradient="some"), "gradient must"), (dict(reduce="sum"), "reduce must"),
     (dict(n_transient=20), "longer than the transient"), (dict(orth="svd"), "orth must"),
     (dict(h0=torch.zeros(3, 1, 4)), "h0 must have shape"),
