@@ -68,7 +68,8 @@ class FlossConfig:
     lr: float = 1e-3  # Adam learning rate of flossing
     lr_final: float | None = None  # if set, lr decays geometrically to this over each flossing call (None: constant)
     gradient: str = "full"  # "full" (through the state trajectory) or "detached"
-    method: str = "reference"  # spectrum engine: "reference" or "fast" (floss_core.fast, same numbers up to roundoff)
+    method: str = "fast"  # spectrum engine: "fast" (floss_core.fast; other cells than TanhRNN fall back to the
+    # reference) or "reference" (autograd through every QR); the same numbers up to roundoff
     params: tuple = ("W", "U", "b")  # which parameters flossing updates
     input: str = "task"  # flossing inputs: "task" (random +-1 bits like the task's) or "zero"
 

@@ -73,7 +73,7 @@ def supports_fast(model) -> bool:
 # triangular solves are row-major products on contiguous operands (up to 2x faster than Q (M, N, k) for small k).
 # R = L^T is kept as the lower triangular L (the Cholesky factor of the Gram).
 
-_MIN_WORKER_FLOPS = 5e5  # CPU: least matmul flops per step of a sub-batch worth a thread of its own
+_MIN_WORKER_FLOPS = 1e6  # CPU: least matmul flops per step of a sub-batch worth a thread of its own
 _GROUP_BYTES = 2 ** 23  # CPU: networks per sub-batch so that its per-step working set is about this (measured best)
 
 
@@ -540,7 +540,7 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
                  kappa=_window_kappa(_default_tol(p.dtype) if tol is None else float(tol), p.dtype),
                  max_window=max_window, keep_diagnostics=check)
     cpu = p.device.type == "cpu"
-    if workers is None:  # threads pay where each sub-batch has >= ~0.5 MFLOP per step (measured: less runs slower)
+    if workers is None:  # threads pay where each sub-batch has >= ~1 MFLOP per step (measured: less runs slower)
         step_flops = 2 * E * B * S * S * (k + 1)
         workers = max(1, min(torch.get_num_threads(), E, int(step_flops // _MIN_WORKER_FLOPS))) if cpu else 1
     elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
