@@ -115,3 +115,4 @@ class TrainConfig:
     train_h0: bool = True  # whether the initial state h0 is trained
     record_every: int = 100  # record the exponents every this many steps (0: never)
     record_k: int | None = None  # how many exponents to record (None: FlossConfig.k)
+    checkpoint: int = 0  # BPTT in segments of this many steps, recomputed in the backward (0: off; saves memory)

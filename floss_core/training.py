@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from tqdm.auto import tqdm
 
 from .config import FlossConfig, FlossSchedule, TrainConfig
@@ -82,20 +83,41 @@ def sample_task(task, model, generator=None) -> TaskBatch:
                      mask=gather("mask", dtype=p.dtype), bits=gather("bits"))
 
 
-def task_loss(model, batch: TaskBatch, h0: torch.Tensor):
-    """Masked BCE on the logits and accuracy of correct signs, per network: (E,), (E,)."""
+def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0):
+    """Masked BCE on the logits and accuracy of correct signs, per network: (E,), (E,).
+
+    ``checkpoint`` > 0: back-propagation through time in segments of that many steps, each recomputed in the
+    backward (``torch.utils.checkpoint``): memory held for the backward ~T / checkpoint states instead of a few per
+    step, for one more forward pass; the same loss and gradients up to summation order."""
     if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
         raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
                          f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
-    states = rollout(model, batch.inputs, h0)  # (E, B, T, S)
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 0:
+        raise ValueError(f"checkpoint must be an int >= 0 (segment length in steps, 0: off), got {checkpoint!r}")
+    n = batch.mask.flatten(1).sum(1)  # (E,)
+    T = batch.inputs.shape[2]
+    if not checkpoint or checkpoint >= T or not torch.is_grad_enabled():
+        _, bce, correct = _segment_loss(model, h0, batch.inputs, batch.targets, batch.mask)
+    else:
+        h, bce, correct = h0, 0, 0
+        for t0 in range(0, T, checkpoint):
+            seg = slice(t0, t0 + checkpoint)
+            h, b, c = torch.utils.checkpoint.checkpoint(
+                _segment_loss, model, h, batch.inputs[:, :, seg], batch.targets[:, :, seg], batch.mask[:, :, seg],
+                use_reentrant=False)
+            bce, correct = bce + b, correct + c
+    return bce / n, (correct / n).detach()
+
+
+def _segment_loss(model, h0, inputs, targets, mask):
+    """Over a stretch of steps: (last state (E, B, S), masked BCE sum (E,), number of correct signs (E,))."""
+    states = rollout(model, inputs, h0)  # (E, B, T, S)
     E, B, T, S = states.shape
     logits = model.readout(states.reshape(E, B * T, S)).reshape(E, B, T, -1)  # (E, B, T, O)
-    bce = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")  # (E, B, T, O)
-    n = batch.mask.flatten(1).sum(1)  # (E,)
-    loss = (bce * batch.mask).flatten(1).sum(1) / n  # (E,)
-    correct = ((logits > 0) == (batch.targets > 0.5)).to(logits.dtype)
-    acc = (correct * batch.mask).flatten(1).sum(1) / n  # (E,)
-    return loss, acc.detach()
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (E, B, T, O)
+    correct = ((logits > 0) == (targets > 0.5)).to(logits.dtype)
+    last = states[:, :, -1].clone()  # its own memory: a view would keep the segment's states alive
+    return last, (bce * mask).flatten(1).sum(1), (correct * mask).flatten(1).sum(1).detach()
 
 
 @dataclass
@@ -180,7 +202,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         opt.zero_grad(set_to_none=True)
         batch = sample_task(task, model, generator)
         h0 = model.train_state(tasks[0].batch)
-        loss, acc = task_loss(model, batch, h0)  # (E,), (E,)
+        loss, acc = task_loss(model, batch, h0, checkpoint=config.checkpoint)  # (E,), (E,)
         total = loss
         if schedule.weight:
             total = loss + schedule.weight * flossing_loss(flossing_spectrum(model, floss_config, generator=generator),
