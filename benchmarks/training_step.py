@@ -14,6 +14,10 @@ Flossing step (``FlossConfig`` defaults: k = 75 exponents over 55 steps, 16 of t
 the exponents and the backward of the flossing loss, per network, with the reference ``lyapunov_spectrum`` and with
 ``floss_core.fast.fast_lyapunov_spectrum`` (t_ons = 1 and "auto").
 
+Checkpointed BPTT (``task_loss(..., checkpoint=30)``) against plain BPTT for the largest ensemble, at T and 10 T:
+time of a training step (whole ensemble) and the memory autograd holds for the backward (distinct storages seen by
+saved-tensor hooks).
+
 Prints wall time per network (min / median / max over the repeats), CPU time of this process per network (median,
 because the machine may be shared) and the speed-up over the single-network loop (ratio of medians).
 """
@@ -141,6 +145,43 @@ def main():
         base = statistics.median(w for w, _ in floss_runs[f"flossing step, E = {E}, reference"])
         for name in ("reference", "fast", "fast auto"):
             print(row(f"E = {E}, {name}", floss_runs[f"flossing step, E = {E}, {name}"], base))
+
+    checkpointing(models[max(Es)], max(Es), steps, repeats, device, dtype, gen)
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct storages autograd holds for the backward of fn() (saved-tensor hooks); runs it."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn()
+    loss.backward()
+    return sum(storages.values())
+
+
+def checkpointing(model, E, steps, repeats, device, dtype, gen):
+    """task_loss + backward with and without checkpointed BPTT (segments of 30 steps), at T and 10 T."""
+    print(f"\n| checkpointing, E = {E} | wall min / med / max | CPU med | held for the backward | time vs plain |")
+    print("|---|---|---|---|---|")
+    for T_ in (steps, 10 * steps):
+        batch = make_batch("xor", delay=DELAY, seq_len=T_, batch=BATCH, n_networks=E, generator=gen, dtype=dtype,
+                           device=device)
+        base = None
+        for seg in (0, 30):
+            def step():
+                return task_loss(model, batch, model.train_state(BATCH), checkpoint=seg)[0].sum()
+            held = saved_bytes(step)
+            r = [timed(lambda: step().backward(), device) for _ in range(repeats)]
+            wall = [w for w, _ in r]
+            med = statistics.median(wall)
+            base = base or med
+            print(f"| T = {T_}, {'plain' if not seg else f'segments of {seg}'} | {1e3 * min(wall):.1f} / "
+                  f"{1e3 * med:.1f} / {1e3 * max(wall):.1f} ms | {1e3 * statistics.median(c for _, c in r):.1f} ms | "
+                  f"{held / 2 ** 20:.1f} MiB | {med / base:.2f}x |")
+
 
 if __name__ == "__main__":
     main()

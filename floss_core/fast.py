@@ -45,6 +45,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import threading
 import weakref
 from dataclasses import dataclass, field
 
@@ -222,25 +223,31 @@ _WORKSPACE: dict = {}
 _WORKSPACE_KEEP = 2  # buffers kept per (shape, dtype)
 
 
+_WORKSPACE_LOCK = threading.Lock()  # sub-batches on worker threads take and give buffers concurrently
+
+
 def _take_buffer(shape, dtype, device) -> torch.Tensor:
     device = torch.device(device)
     if device.type == "cpu":
-        free = _WORKSPACE.get((tuple(shape), dtype))
-        if free:
-            return free.pop()
+        with _WORKSPACE_LOCK:
+            free = _WORKSPACE.get((tuple(shape), dtype))
+            if free:
+                return free.pop()
     return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _give_buffer(buf: torch.Tensor) -> None:
     if buf.device.type == "cpu":
-        free = _WORKSPACE.setdefault((tuple(buf.shape), buf.dtype), [])
-        if len(free) < _WORKSPACE_KEEP:
-            free.append(buf)
+        with _WORKSPACE_LOCK:
+            free = _WORKSPACE.setdefault((tuple(buf.shape), buf.dtype), [])
+            if len(free) < _WORKSPACE_KEEP:
+                free.append(buf)
 
 
 def clear_workspace() -> None:
     """Free the buffers the engine keeps between calls (CPU only)."""
-    _WORKSPACE.clear()
+    with _WORKSPACE_LOCK:
+        _WORKSPACE.clear()
 
 
 # -- the engine --------------------------------------------------------------------------------------------------
@@ -473,6 +480,7 @@ def _run(workers: int, jobs: list, cpu: bool) -> list:
                 return job()
 
         futures = [_POOL[workers].submit(in_worker, job) for job in jobs]
+        concurrent.futures.wait(futures)  # all of them, also when one fails, before the thread count is restored
         return [f.result() for f in futures]
     finally:
         torch.set_num_threads(before)
