@@ -149,7 +149,7 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
 
 def per_network(grads):
     """Gradients of W, U, b as one row per network: (E, N * N + N * I + N)."""
-    return torch.cat([g.flatten(1) for g in grads], 1)
+    return torch.cat([g.flatten(1) for g in grads], 1).double()  # float64: float32 norms of ~1e27 overflow
 
 
 def check(device, dtypes):
