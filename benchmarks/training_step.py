@@ -15,8 +15,9 @@ the exponents and the backward of the flossing loss, per network, with the refer
 ``floss_core.fast.fast_lyapunov_spectrum`` (t_ons = 1 and "auto").
 
 Checkpointed BPTT (``task_loss(..., checkpoint=30)``) against plain BPTT for the largest ensemble, at T and 10 T:
-time of a training step (whole ensemble) and the memory autograd holds for the backward (distinct storages seen by
-saved-tensor hooks).
+time of a training step (whole ensemble) and the memory autograd holds between the forward and the backward
+(distinct storages seen by saved-tensor hooks, the checkpoints' segment-boundary states included; the backward's
+recomputation adds one segment's activations at a time).
 
 Prints wall time per network (min / median / max over the repeats), CPU time of this process per network (median,
 because the machine may be shared) and the speed-up over the single-network loop (ratio of medians).

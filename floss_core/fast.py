@@ -34,8 +34,9 @@ compare against) and the same gradients, computed differently:
      time steps (one matmul per chunk).
 
 On CPU the networks run in sub-batches whose per-step data fit the caches, several sub-batches at once on threads of
-their own (``workers``, default: torch's thread count), every operation on one thread; the stored bases are kept
-between calls (fresh memory costs a page fault per 4 KiB).
+their own (``workers``, default: torch's thread count, fewer where a sub-batch would have too little work), every
+operation on one thread (a single small sub-batch too); the stored bases are kept between calls (fresh memory costs
+a page fault per 4 KiB).
 
 Only ``TanhRNN`` (not a subclass that changes its dynamics) takes the fast path; other cells fall back to the
 reference. Works in float32 and float64, on CPU and CUDA (nothing here is CPU-only).
@@ -45,6 +46,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -223,7 +225,8 @@ _WORKSPACE: dict = {}
 _WORKSPACE_KEEP = 2  # buffers kept per (shape, dtype)
 
 
-_WORKSPACE_LOCK = threading.Lock()  # sub-batches on worker threads take and give buffers concurrently
+_WORKSPACE_LOCK = threading.RLock()  # worker threads take and give buffers concurrently (re-entrant: a
+# finalizer giving a buffer back may run in a garbage collection inside the lock)
 
 
 def _take_buffer(shape, dtype, device) -> torch.Tensor:
@@ -429,11 +432,11 @@ class _TanhSpectrum(torch.autograd.Function):
     The networks run in sub-batches (``groups``, slices of E), on ``workers`` threads at once (see ``_run``)."""
 
     @staticmethod
-    def forward(ctx, W, U, b, h0, X, Q0, plans: list, groups: list, workers: int):
+    def forward(ctx, W, U, b, h0, X, Q0, plans: list, groups: list, workers: int, one_thread: bool):
         out = _run(workers, [lambda g=g, pl=pl: _forward_group(W[g], U[g], b[g], h0[g], X[g], Q0[g], pl)
-                             for g, pl in zip(groups, plans)], W.device.type == "cpu")
+                             for g, pl in zip(groups, plans)], one_thread, W.device.type)
         ctx.save_for_backward(W, U, X)
-        ctx.saved_groups, ctx.groups, ctx.workers = [sv for _, sv in out], groups, workers
+        ctx.saved_groups, ctx.groups, ctx.workers, ctx.one_thread = [sv for _, sv in out], groups, workers, one_thread
         for _, sv in out:  # its bases back to the pool once the graph (or this call's result) is freed
             weakref.finalize(ctx, _give_buffer, sv["QTs"])
         return torch.cat([lam for lam, _ in out]) if len(out) > 1 else out[0][0]
@@ -444,10 +447,10 @@ class _TanhSpectrum(torch.autograd.Function):
         W, U, X = ctx.saved_tensors
         need = ctx.needs_input_grad[:6]
         out = _run(ctx.workers, [lambda g=g, sv=sv: _backward_group(sv, W[g], U[g], X[g], lam_bar[g], need)
-                                 for g, sv in zip(ctx.groups, ctx.saved_groups)], W.device.type == "cpu")
+                                 for g, sv in zip(ctx.groups, ctx.saved_groups)], ctx.one_thread, W.device.type)
         grads = [None if out[0][i] is None else torch.cat([o[i] for o in out]) if len(out) > 1 else out[0][i]
                  for i in range(6)]
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 # -- threads ------------------------------------------------------------------------------------------------------
@@ -456,34 +459,48 @@ class _TanhSpectrum(torch.autograd.Function):
 # gets its parallelism from independent sub-batches run at once, each on a thread of its own: torch releases the
 # GIL inside every operation.
 
-_POOL = {}
+_POOL = {}  # workers -> ThreadPoolExecutor
+_THREADS_LOCK = threading.Lock()  # guards _POOL and the intra-op thread count saved by the first caller in _run
+_THREADS_STATE = {"depth": 0, "before": None}
+os.register_at_fork(after_in_child=_POOL.clear)  # a forked child has none of the parent's worker threads
+_MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
 
 
-def _run(workers: int, jobs: list, cpu: bool) -> list:
+def _run(workers: int, jobs: list, one_thread: bool, device_type: str) -> list:
     """Run the zero-argument ``jobs`` (independent sub-batches) on ``workers`` threads; their results, in order.
 
-    On CPU torch's intra-op threads are set to 1 meanwhile (restored after), so that the operations neither
-    oversubscribe the cores nor pay for threads on small matrices; with ``workers <= 1`` the jobs run here."""
-    if not cpu:
-        return [job() for job in jobs]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    With ``one_thread`` torch's intra-op threads are set to 1 meanwhile (restored by the last concurrent caller to
+    leave), so that the operations neither oversubscribe the cores nor pay for threads on small matrices. Every job
+    runs with the caller's grad mode and without autocast (the same in a worker thread and here)."""
+    grad_mode = torch.is_grad_enabled()  # thread-local: off inside an autograd Function, on in a fresh thread
+
+    def in_worker(job):
+        with torch.set_grad_enabled(grad_mode), torch.autocast(device_type, enabled=False):
+            return job()
+
+    if one_thread:
+        with _THREADS_LOCK:
+            if _THREADS_STATE["depth"] == 0:
+                _THREADS_STATE["before"] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _THREADS_STATE["depth"] += 1
     try:
         if workers <= 1 or len(jobs) <= 1:
-            return [job() for job in jobs]
-        if workers not in _POOL:
-            _POOL[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="floss_core.fast")
-        grad_mode = torch.is_grad_enabled()  # thread-local: off inside an autograd Function, on in a fresh thread
-
-        def in_worker(job):
-            with torch.set_grad_enabled(grad_mode):
-                return job()
-
-        futures = [_POOL[workers].submit(in_worker, job) for job in jobs]
+            return [in_worker(job) for job in jobs]
+        with _THREADS_LOCK:
+            pool = _POOL.get(workers)
+            if pool is None:
+                pool = _POOL[workers] = concurrent.futures.ThreadPoolExecutor(
+                    workers, thread_name_prefix="floss_core.fast")
+        futures = [pool.submit(in_worker, job) for job in jobs]
         concurrent.futures.wait(futures)  # all of them, also when one fails, before the thread count is restored
         return [f.result() for f in futures]
     finally:
-        torch.set_num_threads(before)
+        if one_thread:
+            with _THREADS_LOCK:
+                _THREADS_STATE["depth"] -= 1
+                if _THREADS_STATE["depth"] == 0:
+                    torch.set_num_threads(_THREADS_STATE["before"])
 
 
 def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None,
@@ -521,6 +538,9 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
         raise ValueError(f"orth must be one of {ORTH_METHODS}, got {orth!r}")
     if auto and orth == "householder":
         raise ValueError("t_ons='auto' needs orth='cholesky' (its guard detects ill-conditioned windows)")
+    for name, value in (("workers", workers), ("group", group)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not supports_fast(model):
         return lyapunov_spectrum(model, inputs, k, n_steps=n_steps, batch=batch, t_ons=1 if auto else t_ons,
                                  n_transient=n_transient, h0=h0, Q0=Q0, generator=generator, gradient=gradient,
@@ -551,21 +571,20 @@ def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_step
     if workers is None:  # threads pay where each sub-batch has >= ~1 MFLOP per step (measured: less runs slower)
         step_flops = 2 * E * B * S * S * (k + 1)
         workers = max(1, min(torch.get_num_threads(), E, int(step_flops // _MIN_WORKER_FLOPS))) if cpu else 1
-    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if group is None:  # balanced sub-batches, as many as the caches need and a multiple of the workers
         per_network = p.element_size() * B * (S * S + 6 * S * k + 2 * k * k)  # W, a few bases and k x k factors
         n = 1 if not cpu else -(-E // max(1, _GROUP_BYTES // per_network))
         n = min(E, -(-max(n, workers) // workers) * workers if workers > 1 else n)
         sizes = [E // n + (i < E % n) for i in range(n)]
-    elif isinstance(group, bool) or not isinstance(group, int) or group < 1:
-        raise ValueError(f"group must be an int >= 1, got {group!r}")
     else:
         sizes = [min(group, E - e0) for e0 in range(0, E, group)]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     groups = [slice(e0, e0 + size) for e0, size in zip(starts, sizes)]
     plans = [dataclasses.replace(plan, diag={}) for _ in groups]
-    lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers)  # (E, B, k)
+    # one intra-op thread per operation on CPU where sub-batches run at once or each is small (measured: faster)
+    group_flops = 2 * max(sizes) * B * S * S * (k + 1)
+    one_thread = cpu and ((workers > 1 and len(groups) > 1) or group_flops < _MIN_INTRAOP_FLOPS)
+    lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers, one_thread)  # (E, B, k)
     if info is not None:
         info["n_qr"] = sum(pl.diag["n_qr"] * (g.stop - g.start) for pl, g in zip(plans, groups)) / E
     if check and not bool(torch.isfinite(lam).all()):

@@ -168,6 +168,9 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
     E = model.n_networks
     if isinstance(config.n_steps, bool) or not isinstance(config.n_steps, int) or config.n_steps < 0:
         raise ValueError(f"TrainConfig.n_steps must be an int >= 0, got {config.n_steps!r}")
+    if isinstance(config.checkpoint, bool) or not isinstance(config.checkpoint, int) or config.checkpoint < 0:
+        raise ValueError(f"TrainConfig.checkpoint must be an int >= 0 (segment length in steps, 0: off), "
+                         f"got {config.checkpoint!r}")
     tasks = _per_network_tasks(task, E)
     if tasks[0].n_channels != model.input_size or tasks[0].n_channels != model.output_size:
         raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_channels} channel(s) but the model has "

@@ -1,5 +1,8 @@
 """The fast spectrum engine against the reference: exponents, gradients, guards and fallbacks."""
 import copy
+import multiprocessing
+import os
+import threading
 
 import pytest
 import torch
@@ -272,6 +275,48 @@ def test_worker_threads_give_the_same_bits_as_one_thread(t_ons):
     info = {}
     lam = fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, workers=2, t_ons=t_ons, info=info)
     torch.testing.assert_close(lam.detach(), one[0], atol=1e-10, rtol=0)
+
+
+def test_concurrent_callers_restore_the_thread_count():
+    """Two threads calling the engine at once (each with 2 workers): torch's thread count is restored afterwards."""
+    m, x, h0, Q0 = setup(12, 5, 40, gain=1.0, E=4, B=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def call():
+            fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, group=1, workers=2).sum().backward()
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fast_in_child(queue):
+    m, x, h0, Q0 = setup(12, 5, 40, gain=1.0, E=4, B=1)
+    lam = fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, group=1, workers=2)
+    queue.put(lam.detach().sum().item())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_use_the_worker_threads():
+    """The worker pools of the parent do not survive a fork; the child makes its own instead of hanging."""
+    m, x, h0, Q0 = setup(12, 5, 40, gain=1.0, E=4, B=1)
+    parent = fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, group=1, workers=2).detach().sum().item()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_fast_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert queue.get(timeout=5) == parent
 
 
 def test_repeated_calls_reuse_buffers_and_repeat_the_numbers():

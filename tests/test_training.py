@@ -151,7 +151,8 @@ def test_checkpointed_bptt_gives_the_same_loss_and_gradients(cell):
 
 
 def test_checkpointing_holds_less_memory_for_the_backward():
-    """Bytes saved for the backward (saved-tensor hooks): segments of 20 over T = 400 hold under a fifth."""
+    """Bytes held between forward and backward (saved-tensor hooks, which also see the checkpoints' segment-boundary
+    states): segments of 20 over T = 400 hold under a fifth."""
     m = ModelConfig(n_hidden=32).build(1, 1, n_networks=4, generator=gen(52))
     batch = sample_task(TaskConfig(name="copy", delay=10, seq_len=400, batch=8), m, gen(53))
 
