@@ -12,14 +12,10 @@ import time
 
 import torch
 
+from _timing import sync
 import floss_core as F
 from floss_core import experiments as X
 from floss_core.diagnostics import gradient_norm_profile, long_term_jacobian_singular_values
-
-
-def sync(dev):
-    if str(dev).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def check(dev):

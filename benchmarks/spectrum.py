@@ -24,20 +24,15 @@ gradient difference).
 import argparse
 import math
 import statistics
-import time
 
 import torch
 
+from _timing import timed
 from floss_core import TanhRNN, lyapunov_spectrum
 from floss_core.fast import fast_lyapunov_spectrum
 
 CONFIGS = [(80, 75, 300, 32), (64, 16, 512, 64)]  # (N, k, T, E)
 QUICK = [(20, 15, 40, 4), (16, 4, 60, 8)]
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def straight_loop(W, U, b, xs, h0, Q0, n_transient):
@@ -53,15 +48,6 @@ def straight_loop(W, U, b, xs, h0, Q0, n_transient):
         if t >= n_transient:
             logs.append(torch.diagonal(R).abs().log())
     return torch.stack(logs).sum(0) / (len(xs) - n_transient)
-
-
-def timed(fn, device):
-    """Run fn() once: (wall seconds, CPU seconds of this process)."""
-    sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def matmul_gflops(dtype, device, n=1024, repeats=5):

@@ -24,29 +24,16 @@ because the machine may be shared) and the speed-up over the single-network loop
 """
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from _timing import timed
 from floss_core import FlossConfig, TanhRNN, flossing_loss, lyapunov_spectrum, make_batch, task_loss
 from floss_core.fast import fast_lyapunov_spectrum
 from floss_core.flossing import flossing_inputs
 
 N, BATCH, T, DELAY = 80, 16, 300, 20
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def single_network_step(W, U, b, V, c, h0, batch):
