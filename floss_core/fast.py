@@ -305,9 +305,10 @@ def _forward_group(W, U, b, h0, X, Q0, plan: _Plan):
     window = 1  # "auto": the next window's length
 
     PT = torch.empty(M, k, N, **kw)  # (d_t Q_t)^T of the current step
+    QTv, Dv = QTs.unbind(0), D.unbind(0)  # the per-step views, made once
 
     def push(t, out=None):  # Y_t^T = (d_t Q_t)^T W^T
-        return torch.matmul(torch.mul(QTs[t], D[t], out=PT), WbT, out=out)
+        return torch.bmm(torch.mul(QTv[t], Dv[t], out=PT), WbT, out=out)
 
     def orthonormalize(t, YT, window_len):
         """QR of Y after step t into QTs[t + 1]; False if a window's basis was too ill-conditioned."""
@@ -350,7 +351,7 @@ def _forward_group(W, U, b, h0, X, Q0, plan: _Plan):
         else:
             t1 = min(t0 + window - 1, next(t for t in mandatory if t >= t0))
         for t in range(t0, t1):
-            push(t, QTs[t + 1])
+            push(t, QTv[t + 1])
         if not orthonormalize(t1, push(t1), t1 - t0 + 1):  # roll back: a QR after every step of the window
             for t in range(t0, t1 + 1):
                 orthonormalize(t, push(t), 1)
@@ -398,20 +399,22 @@ def _backward_group(saved, W, U, X, lam_bar, need):
         h_bars = torch.empty(T, M, N, **kw)  # h_bar_{t+1}, t = 0..T-1
         h_bars[T - 1] = 0
         Yh[0].zero_()  # no gradient reaches the state after the last step
+        rv, Cv, hv = r_flat.unbind(0), C.unbind(0), h_bars.unbind(0)  # the per-step views, made once
+    QTv, Dv = QTs.unbind(0), D.unbind(0)
     j = 0  # slot of the current step in the chunk buffers
     for t in range(T - 1, -1, -1):
-        QT, d = QTs[t], D[t]  # (M, k, N), (M, 1, N)
+        QT, d = QTv[t], Dv[t]  # (M, k, N), (M, 1, N)
         if qr_at[t]:  # the slot holds Q_bar_t (written at the end of step t + 1; none after the last step)
-            Yq[j].copy_(qr_log_diag_backward(QTs[t + 1], Ls[t], Yq[j] if t < T - 1 else None,
+            Yq[j].copy_(qr_log_diag_backward(QTv[t + 1], Ls[t], Yq[j] if t < T - 1 else None,
                                              w if t >= n_tr else None, rows=True))
         # else the slot already holds Y_bar_t = Q_bar_t
         torch.mul(QT, d, out=Pq[j])
         if full:
-            Ph[j].copy_(r_flat[t])
-            torch.matmul(Ys[j], Wb, out=Z)
+            Ph[j].copy_(rv[t])
+            torch.bmm(Ys[j], Wb, out=Z)
             d_bar = torch.linalg.vecdot(Zq, QT, dim=-2)  # (M, N)
         else:
-            torch.matmul(Ys[j], Wb, out=Z)
+            torch.bmm(Ys[j], Wb, out=Z)
         if j == chunk - 1 or t == 0:
             W_bar.baddbmm_(Ybuf[:, :j + 1].reshape(M, (j + 1) * width, N).mT,
                            Pbuf[:, :j + 1].reshape(M, (j + 1) * width, N))
@@ -421,8 +424,8 @@ def _backward_group(saved, W, U, X, lam_bar, need):
         if t:  # into the next slot: Q_bar of the basis entering step t, and h_bar_t
             torch.mul(Z, d, out=Ys[j])  # rows [Q_bar_t^T ; (d_t W^T h_bar_{t+1})^T]
             if full:
-                Yh[j].addcmul_(C[t], d_bar)
-                h_bars[t - 1].copy_(Yh[j])
+                Yh[j].addcmul_(Cv[t], d_bar)
+                hv[t - 1].copy_(Yh[j])
         else:
             Q_barT = Zq * d
             if full:
