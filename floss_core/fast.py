@@ -407,14 +407,13 @@ def _backward_group(saved, W, U, X, lam_bar, need):
         if qr_at[t]:  # the slot holds Q_bar_t (written at the end of step t + 1; none after the last step)
             Yq[j].copy_(qr_log_diag_backward(QTv[t + 1], Ls[t], Yq[j] if t < T - 1 else None,
                                              w if t >= n_tr else None, rows=True))
-        # else the slot already holds Y_bar_t = Q_bar_t
+        # else the slot already holds Y_bar_t = Q_bar_t (the last step always has a QR)
         torch.mul(QT, d, out=Pq[j])
         if full:
             Ph[j].copy_(rv[t])
-            torch.bmm(Ys[j], Wb, out=Z)
+        torch.bmm(Ys[j], Wb, out=Z)
+        if full:
             d_bar = torch.linalg.vecdot(Zq, QT, dim=-2)  # (M, N)
-        else:
-            torch.bmm(Ys[j], Wb, out=Z)
         if j == chunk - 1 or t == 0:
             W_bar.baddbmm_(Ybuf[:, :j + 1].reshape(M, (j + 1) * width, N).mT,
                            Pbuf[:, :j + 1].reshape(M, (j + 1) * width, N))
