@@ -79,7 +79,8 @@ def supports_fast(model) -> bool:
 _MIN_WORKER_FLOPS = 1e6  # CPU: least matmul flops per step of a sub-batch worth a thread of its own
 _GROUP_BYTES = 2 ** 23  # CPU: networks per sub-batch so that its per-step working set is about this (measured best)
 # most rows (time steps x (k + 1)) per W_bar matmul. Measured at N = 64, k = 16 on one thread: in float64 34-51 rows
-# run 4-5% faster (the whole spectrum) than 119; in float32 the same (kept, so that float32 results are unchanged)
+# make the whole spectrum 4-5% faster than 119 (and leave its bits); in float32 they are no faster and would change
+# the last bits, so float32 keeps 128
 _WBAR_ROWS = {torch.float64: 48}
 _WBAR_ROWS_DEFAULT = 128
 
