@@ -92,8 +92,7 @@ def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0)
     if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
         raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
                          f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
-    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 0:
-        raise ValueError(f"checkpoint must be an int >= 0 (segment length in steps, 0: off), got {checkpoint!r}")
+    _check_checkpoint(checkpoint, "checkpoint")
     n = batch.mask.flatten(1).sum(1)  # (E,)
     T = batch.inputs.shape[2]
     if not checkpoint or checkpoint >= T or not torch.is_grad_enabled():
@@ -107,6 +106,11 @@ def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0)
                 use_reentrant=False)
             bce, correct = bce + b, correct + c
     return bce / n, (correct / n).detach()
+
+
+def _check_checkpoint(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0 (segment length in steps, 0: off), got {value!r}")
 
 
 def _segment_loss(model, h0, inputs, targets, mask):
@@ -168,9 +172,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
     E = model.n_networks
     if isinstance(config.n_steps, bool) or not isinstance(config.n_steps, int) or config.n_steps < 0:
         raise ValueError(f"TrainConfig.n_steps must be an int >= 0, got {config.n_steps!r}")
-    if isinstance(config.checkpoint, bool) or not isinstance(config.checkpoint, int) or config.checkpoint < 0:
-        raise ValueError(f"TrainConfig.checkpoint must be an int >= 0 (segment length in steps, 0: off), "
-                         f"got {config.checkpoint!r}")
+    _check_checkpoint(config.checkpoint, "TrainConfig.checkpoint")  # before any training step
     tasks = _per_network_tasks(task, E)
     if tasks[0].n_channels != model.input_size or tasks[0].n_channels != model.output_size:
         raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_channels} channel(s) but the model has "

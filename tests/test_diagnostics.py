@@ -35,8 +35,6 @@ def dense_trajectory_jacobians(m, h0, x):
     return Js
 
 
-
-
 # -- gradient_norm_profile -------------------------------------------------------------------------------------------
 
 def brute_force_profile(m, h0, x, t_loss, loss):

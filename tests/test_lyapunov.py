@@ -23,8 +23,6 @@ def stable_net(N=6, gain=0.5, E=1, seed=0, dtype=F64):
     return m
 
 
-
-
 def test_stable_fixed_point_gives_log_abs_eigenvalues():
     m = stable_net(N=6, gain=0.5, E=3)
     with torch.no_grad():
