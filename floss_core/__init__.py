@@ -1,16 +1,23 @@
 """floss_core: gradient flossing (Engelken, NeurIPS 2023) for ensembles of recurrent networks in PyTorch.
 
-The public API is what this module re-exports; everything else may change.
+The public API is what this module re-exports; everything else may change. The package's layers, each importing
+only from those before it:
+
+    checks, rng, tasks, ensemble    argument checks, random draws, task batches, per-network training helpers
+    cells                           the cell protocol, TanhRNN, LSTM, GRU, torch.nn modules, ModelConfig
+    spectrum                        lyapunov_spectrum: the reference and the fast engine
+    flossing                        FlossConfig, the flossing loss, floss
+    training                        TrainConfig, FlossSchedule, train
+    diagnostics, adapters           gradient norms, long-term Jacobians, training outcome; spectra of torch modules
+    experiments                     the computation behind each figure
+    repro                           cache, plotting and the notebook runner
 """
-from .config import FlossConfig, FlossSchedule, ModelConfig, TrainConfig
-from .flossing import FlossResult, floss, flossing_loss, flossing_spectrum
-from .lyapunov import lyapunov_spectrum, tangent_step
-from .fast import fast_lyapunov_spectrum
-from .gated import GRU, LSTM
-from .models import TanhRNN
 from . import adapters
+from .cells import GRU, LSTM, ModelConfig, TanhRNN
+from .flossing import FlossConfig, FlossResult, floss, flossing_loss, flossing_spectrum
+from .spectrum import fast_lyapunov_spectrum, lyapunov_spectrum, tangent_step
 from .tasks import TASKS, TaskBatch, TaskConfig, delay_from_author, make_batch
-from .training import History, rollout, task_loss, train
+from .training import FlossSchedule, History, TrainConfig, rollout, task_loss, train
 
 __all__ = [
     "TanhRNN", "LSTM", "GRU", "adapters", "lyapunov_spectrum", "fast_lyapunov_spectrum", "tangent_step",

@@ -3,36 +3,22 @@
 Parameters carry a leading network dimension E, and losses are summed over networks, so one torch.optim.Adam over
 the ensemble's parameters is exactly E independent Adams (Adam is elementwise). What does not decompose by itself:
 
-* randomness: ``draw`` takes either one torch.Generator (one stream for the whole ensemble) or a list of E
-  generators (network e's data come from generator e alone, so a network trained in an ensemble sees exactly what it
-  sees trained alone with the same seed);
+* randomness: see ``floss_core.rng`` (one generator per ensemble, or one per network);
 * gradient-norm clipping, done per network and per parameter array (``clip_per_network_``);
 * divergence: a network whose loss or gradient is not finite is frozen (``nonfinite_networks``, ``frozen_step``)
   and recorded as failed, while the others carry on.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import copy
+from typing import Sequence
 
 import torch
 
-__all__ = ["draw", "clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step", "tile_networks",
+from .checks import check_int
+
+__all__ = ["clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step", "tile_networks",
            "concat_networks"]
-
-GeneratorArg = "torch.Generator | Sequence[torch.Generator] | None"
-
-
-def draw(fn: Callable[[int, torch.Generator | None], torch.Tensor], generator, n_networks: int) -> torch.Tensor:
-    """Draw a tensor with leading network dimension E = n_networks.
-
-    ``fn(n, gen)`` must return a tensor whose first dimension is n. With a list of E generators, network e's slice
-    is ``fn(1, generator[e])``; with one generator (or None), it is one draw ``fn(E, generator)``."""
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != n_networks:
-            raise ValueError(f"got {len(generator)} generators for an ensemble of {n_networks} networks")
-        return torch.cat([fn(1, g) for g in generator], dim=0)
-    return fn(n_networks, generator)
-
 
 def grad_norm_per_network(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """Total gradient norm of each network over all parameter arrays: (E,). Missing gradients count as zero."""
@@ -91,10 +77,7 @@ def frozen_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
 def tile_networks(model, times: int):
     """A new ensemble holding ``times`` copies of every network of ``model``: E' = times * E, network
     ``r * E + e`` is a copy of network e (e.g. one copy per delay of a sweep). Parameters are copied, not shared."""
-    import copy
-
-    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-        raise ValueError(f"times must be a positive int, got {times!r}")
+    check_int("times", times, 1)
     out = copy.deepcopy(model)
     with torch.no_grad():
         for p in out.parameters():
@@ -104,8 +87,6 @@ def tile_networks(model, times: int):
 
 def concat_networks(models: Sequence):
     """One ensemble holding the networks of several ensembles of the same architecture and sizes, in order."""
-    import copy
-
     if not models:
         raise ValueError("concat_networks needs at least one model")
     out = copy.deepcopy(models[0])

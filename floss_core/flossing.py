@@ -15,16 +15,56 @@ gradient through the states (bounded, but ignores how the trajectory itself move
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .config import FlossConfig
-from .ensemble import draw, frozen_step, nonfinite_networks
-from .lyapunov import lyapunov_spectrum
+from .checks import check_choice, check_int, check_number
+from .ensemble import frozen_step, nonfinite_networks
+from .rng import check_generator, draw
+from .spectrum import DEFAULT_METHOD, GRADIENT_MODES, METHODS, lyapunov_spectrum
+from .tasks import bit_signal, random_bits
 
-__all__ = ["flossing_loss", "flossing_spectrum", "floss", "FlossResult"]
+__all__ = ["FlossConfig", "flossing_loss", "flossing_inputs", "flossing_spectrum", "flossed_parameters", "floss",
+           "FlossResult"]
+
+
+@dataclass(frozen=True)
+class FlossConfig:
+    """One flossing step. Defaults: the author's example run (k = 75 of N = 80, a 55-step trajectory of which the
+    first 16 are not averaged, batch 1, QR every step, Adam lr 1e-3, the full gradient, W, U and b flossed)."""
+    k: int = 75  # number of exponents flossed (the first k)
+    target: float = 0.0  # target exponent, nats per step
+    seq_len: int = 55  # flossing trajectory length, steps (transient included)
+    n_transient: int = 16  # steps not averaged at the start of the trajectory
+    batch: int = 1  # trajectories per network per flossing step
+    t_ons: int | str = 1  # QR every t_ons steps, or "auto" (see lyapunov_spectrum)
+    lr: float = 1e-3  # Adam learning rate of flossing
+    lr_final: float | None = None  # if set, lr decays geometrically to this over each flossing call (None: constant)
+    gradient: str = "full"  # "full" (through the state trajectory) or "detached"
+    method: str = DEFAULT_METHOD  # spectrum engine, "fast" or "reference" (the same numbers up to roundoff)
+    params: tuple = ("W", "U", "b")  # which parameters flossing updates
+    input: str = "task"  # flossing inputs: "task" (random +-1 bits like the task's) or "zero"
+
+    def __post_init__(self):
+        check_int("FlossConfig.k", self.k, 1)
+        check_number("FlossConfig.target", self.target)
+        check_int("FlossConfig.seq_len", self.seq_len, 1)
+        check_int("FlossConfig.n_transient", self.n_transient, 0, self.seq_len - 1, note=" (seq_len - 1)")
+        check_int("FlossConfig.batch", self.batch, 1)
+        if self.t_ons != "auto":
+            check_int("FlossConfig.t_ons (or 'auto')", self.t_ons, 1)
+        check_number("FlossConfig.lr", self.lr, 0, low_open=True)
+        check_number("FlossConfig.lr_final", self.lr_final, 0, low_open=True, none=True)
+        check_choice("FlossConfig.gradient", self.gradient, GRADIENT_MODES)
+        check_choice("FlossConfig.method", self.method, METHODS)
+        if isinstance(self.params, str) or not isinstance(self.params, (tuple, list)) or not self.params \
+                or not all(isinstance(n, str) for n in self.params):
+            raise ValueError(f"FlossConfig.params must be a non-empty tuple of parameter names, got {self.params!r}")
+        object.__setattr__(self, "params", tuple(self.params))
+        check_choice("FlossConfig.input", self.input, ("task", "zero"))
 
 
 def flossing_loss(exponents: torch.Tensor, target: float = 0.0) -> torch.Tensor:
@@ -35,19 +75,13 @@ def flossing_loss(exponents: torch.Tensor, target: float = 0.0) -> torch.Tensor:
 
 
 def flossing_inputs(model, config: FlossConfig, generator=None) -> torch.Tensor:
-    """Inputs of one flossing step: (E, batch, seq_len, I), random +-1 bits like the tasks' or zeros."""
+    """Inputs of one flossing step: (E, batch, seq_len, I), random bits encoded like the tasks' or zeros."""
     E, I = model.n_networks, model.input_size
     p = next(model.parameters())
     shape = (config.batch, config.seq_len, I)
     if config.input == "zero":
         return torch.zeros(E, *shape, dtype=p.dtype, device=p.device)
-    if config.input != "task":
-        raise ValueError(f"FlossConfig.input must be 'task' or 'zero', got {config.input!r}")
-
-    def bits(n, g):
-        return torch.randint(0, 2, (n, *shape), generator=g, device=g.device if g is not None else "cpu")
-
-    return (2 * draw(bits, generator, E) - 1).to(dtype=p.dtype, device=p.device)
+    return bit_signal(random_bits(E, *shape, generator=generator, device=p.device), p.dtype, p.device)
 
 
 def flossing_spectrum(model, config: FlossConfig = FlossConfig(), *, generator=None, k: int | None = None,
@@ -78,11 +112,19 @@ class FlossResult:
     failed: torch.Tensor
 
 
-def _parameters(model, names):
-    try:
-        return [getattr(model, n) for n in names]
-    except AttributeError as err:
-        raise ValueError(f"the model has no parameter named in FlossConfig.params={tuple(names)}: {err}") from None
+def flossed_parameters(model, config: FlossConfig) -> list:
+    """The parameters named in ``config.params``; ValueError naming any the model does not have."""
+    named = dict(model.named_parameters())
+    missing = [n for n in config.params if n not in named]
+    if missing:
+        raise ValueError(f"the model has no parameter named {missing} (FlossConfig.params={config.params}; its "
+                         f"parameters: {sorted(named)})")
+    return [named[n] for n in config.params]
+
+
+def check_floss_k(model, config: FlossConfig) -> None:
+    """FlossConfig.k must not exceed the model's state size."""
+    check_int("FlossConfig.k", config.k, 1, model.state_size, note=" (the state size)")
 
 
 def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator=None,
@@ -101,17 +143,18 @@ def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator
         failed: (E,) bool of networks already failed (kept frozen; updated in place).
         progress: show a tqdm progress bar.
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-        raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
-    if not 1 <= config.k <= model.state_size:
-        raise ValueError(f"FlossConfig.k must satisfy 1 <= k <= state size {model.state_size}, got {config.k}")
-    params = _parameters(model, config.params)
+    check_int("n_steps", n_steps, 0)
+    if not isinstance(config, FlossConfig):
+        raise ValueError(f"config must be a FlossConfig, got {type(config).__name__}")
+    check_floss_k(model, config)
+    check_generator(generator, model.n_networks)
+    params = flossed_parameters(model, config)
     opt = optimizer or torch.optim.Adam(params, lr=config.lr)
     E = model.n_networks
     if failed is None:
         failed = torch.zeros(E, dtype=torch.bool, device=params[0].device)
     exps, losses = [], []
-    decay = (config.lr_final / config.lr) ** (1 / max(n_steps - 1, 1)) if config.lr_final else 1.0
+    decay = (config.lr_final / config.lr) ** (1 / max(n_steps - 1, 1)) if config.lr_final is not None else 1.0
     for i in tqdm(range(n_steps), disable=not progress, desc="flossing", leave=False):
         for group in opt.param_groups:
             group["lr"] = config.lr * decay ** i
@@ -124,6 +167,9 @@ def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator
         frozen_step(opt, params, failed)
         exps.append(lam.detach())
         losses.append(loss.detach())
+    if n_steps and E and bool(failed.all()):
+        warnings.warn(f"all {E} networks have failed (non-finite exponents or gradients): flossing changed nothing; "
+                      "check the weights' scale, FlossConfig.lr and the gradient mode", RuntimeWarning, stacklevel=2)
     k = config.k
     p = params[0]
     return FlossResult(

@@ -35,23 +35,35 @@ same batch on any device.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TASKS", "TaskBatch", "TaskConfig", "make_batch", "task_n_bits", "delay_from_author"]
+from .checks import check_dtype, check_int
+from .rng import draw
+
+__all__ = ["TASKS", "TaskBatch", "TaskConfig", "make_batch", "task_n_bits", "delay_from_author", "random_bits",
+           "bit_signal"]
 
 TASKS = ("copy", "xor", "parity")
 _FIXED_BITS = {"copy": 1, "xor": 2}  # m of the tasks whose number of bits is implied by the name
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+def random_bits(n_networks: int, *shape: int, generator=None, device=None) -> torch.Tensor:
+    """I.i.d. Bernoulli(1/2) bits in {0, 1}, int64, shape (n_networks, *shape): the one bit sampler of the package
+    (task batches, flossing inputs, experiment drives). Drawn on the generator's device and moved to ``device``;
+    ``generator`` may be a list of one per network (``floss_core.rng``)."""
+
+    def one(n, g):
+        src = g.device if g is not None else device
+        return torch.randint(0, 2, (n, *shape), generator=g, device=src, dtype=torch.int64).to(device)
+
+    return draw(one, generator, n_networks)
+
+
+def bit_signal(bits: torch.Tensor, dtype=None, device=None) -> torch.Tensor:
+    """The signal the networks see for bits b in {0, 1}: s = 2 b - 1 in {-1, +1}, as ``dtype`` on ``device``."""
+    return (2 * bits - 1).to(dtype=dtype, device=device)
 
 
 def _check_task(name) -> str:
@@ -67,7 +79,7 @@ def task_n_bits(name: str, n_bits: int | None = None) -> int:
     """
     _check_task(name)
     if n_bits is not None:
-        n_bits = _check_positive_int("n_bits", n_bits)
+        n_bits = check_int("n_bits", n_bits, 1)
     if name in _FIXED_BITS:
         m = _FIXED_BITS[name]
         if n_bits is not None and n_bits != m:
@@ -86,12 +98,12 @@ def delay_from_author(task: str, author_delay: int, *, n_bits: int | None = None
     d = n_bits * author_delay for "parity".
     """
     m = task_n_bits(task, n_bits)
-    return m * _check_positive_int("author_delay", author_delay)
+    return m * check_int("author_delay", author_delay, 1)
 
 
 def _check_delay(delay, seq_len, m: int) -> tuple[int, int]:
-    delay = _check_positive_int("delay", delay)
-    seq_len = _check_positive_int("seq_len", seq_len)
+    delay = check_int("delay", delay, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
     if delay >= seq_len:
         raise ValueError(f"delay={delay} must be smaller than seq_len={seq_len}: the target is defined only for "
                          f"t >= delay, so no step would have a target")
@@ -135,16 +147,11 @@ def make_batch(task: str, *, delay: int, seq_len: int, batch: int, n_networks: i
     """
     m = task_n_bits(task, n_bits)
     d, T = _check_delay(delay, seq_len, m)
-    B = _check_positive_int("batch", batch)
-    E = _check_positive_int("n_networks", n_networks)
-    C = _check_positive_int("n_channels", n_channels)
-    dtype = dtype or torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
-
-    draw_device = generator.device if generator is not None else device
-    bits = torch.randint(0, 2, (E, B, T, C), generator=generator, device=draw_device, dtype=torch.int64)
-    bits = bits.to(device)  # (E, B, T, C)
+    B = check_int("batch", batch, 1)
+    E = check_int("n_networks", n_networks, 1)
+    C = check_int("n_channels", n_channels, 1)
+    dtype = check_dtype("dtype", dtype)
+    bits = random_bits(E, B, T, C, generator=generator, device=device)  # (E, B, T, C)
 
     parity = torch.zeros(E, B, T - d, C, dtype=torch.int64, device=bits.device)  # (E, B, T - d, C), steps t >= d
     for k in range(1, m + 1):
@@ -154,7 +161,7 @@ def make_batch(task: str, *, delay: int, seq_len: int, batch: int, n_networks: i
     targets[:, :, d:] = parity.to(dtype)
     mask = torch.zeros(E, B, T, C, dtype=dtype, device=bits.device)  # (E, B, T, C)
     mask[:, :, d:] = 1
-    inputs = (2 * bits - 1).to(dtype)  # (E, B, T, C), +-1
+    inputs = bit_signal(bits, dtype)  # (E, B, T, C), +-1
     return TaskBatch(inputs=inputs, targets=targets, mask=mask, bits=bits)
 
 
@@ -172,8 +179,8 @@ class TaskConfig:
 
     def __post_init__(self):
         _check_delay(self.delay, self.seq_len, task_n_bits(self.name, self.n_bits))
-        _check_positive_int("batch", self.batch)
-        _check_positive_int("n_channels", self.n_channels)
+        check_int("batch", self.batch, 1)
+        check_int("n_channels", self.n_channels, 1)
 
     @property
     def m(self) -> int:

@@ -2,7 +2,7 @@
 import torch
 
 from floss_core import TanhRNN
-from floss_core.gated import GRU, LSTM
+from floss_core.cells import GRU, LSTM
 
 F64 = torch.float64
 

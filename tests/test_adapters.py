@@ -7,7 +7,7 @@ from torch import nn
 
 from floss_core import TanhRNN, TaskConfig, lyapunov_spectrum, train
 from floss_core.adapters import TorchCell, flossing_loss_of, from_torch, spectrum
-from floss_core.gated import GRU, LSTM
+from floss_core.cells import GRU, LSTM
 
 
 def _torch_module(cls, *args, seed=0, **kw):
@@ -41,7 +41,7 @@ def test_cell_spectrum_equals_floss_core_model_with_the_same_weights(cell_cls, f
     assert isinstance(built, floss_cls) and built.n_networks == 1
     for name in ("W", "U", "b"):
         torch.testing.assert_close(getattr(built, name), getattr(m, name), atol=1e-15, rtol=0)
-    assert floss_cls.from_torch(cell).state_size == S
+    assert from_torch(cell).state_size == S  # one from_torch (the classmethods are gone)
 
 
 @pytest.mark.parametrize("layer_cls, cell_cls", [(nn.LSTM, nn.LSTMCell), (nn.GRU, nn.GRUCell), (nn.RNN, nn.RNNCell)])
@@ -77,7 +77,7 @@ def test_rnn_layer_equals_its_cell_with_the_same_weights(layer_cls, cell_cls, ba
     lambda: _torch_module(nn.LSTM, 2, 4, batch_first=True), lambda: _torch_module(nn.GRU, 2, 4, bias=False),
 ], ids=["RNNCell", "RNNCell-relu", "LSTMCell", "GRUCell", "LSTM", "GRU-nobias"])
 def test_jvp_tangent_path_equals_jacrev_of_the_module_step(module):
-    from floss_core.lyapunov import jvp_tangent_step
+    from floss_core.spectrum import jvp_tangent_step
     cell = TorchCell(module())
     assert not hasattr(cell, "step_tangent")  # the torch.func jvp path is used
     S, B = cell.state_size, 3

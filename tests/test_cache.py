@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from floss_core import cache
-from floss_core.cache import cached
+from floss_core.repro import cache
+from floss_core.repro.cache import cached
 
 
 class Counter:

@@ -264,12 +264,12 @@ def test_steps_to_criterion_finds_first_step_that_stays_above_threshold():
         [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.97],  # only the last step
         [0.99, math.nan, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99],  # NaN counts as below
     ])
-    steps = steps_to_criterion(acc, 0.95)
+    steps = steps_to_criterion(acc, 0.95, steps_dim=1)
     assert steps.dtype == torch.long and steps.shape == (6,)
     assert steps.tolist() == [5, -1, 0, -1, 7, 2]
-    assert success(acc, 0.95).tolist() == [True, False, True, False, True, True]
-    assert steps_to_criterion(acc, threshold=1.0).tolist() == [7, -1, 7, -1, -1, -1]
-    assert steps_to_criterion(acc.numpy()).tolist() == steps.tolist()  # array-likes work too
+    assert success(acc, 0.95, steps_dim=1).tolist() == [True, False, True, False, True, True]
+    assert steps_to_criterion(acc, threshold=1.0, steps_dim=1).tolist() == [7, -1, 7, -1, -1, -1]
+    assert steps_to_criterion(acc.numpy(), steps_dim=1).tolist() == steps.tolist()  # array-likes work too
 
 
 def test_steps_to_criterion_rejects_bad_threshold_and_shape():

@@ -1,4 +1,5 @@
 """The fast spectrum engine against the reference: exponents, gradients, guards and fallbacks."""
+import functools
 import copy
 import multiprocessing
 import os
@@ -7,10 +8,14 @@ import threading
 import pytest
 import torch
 
-from floss_core import TanhRNN, lyapunov_spectrum
-from floss_core.fast import (cholesky_qr, clear_workspace, fast_lyapunov_spectrum, qr_log_diag_backward,
-                             supports_fast)
+from floss_core import TanhRNN
+from floss_core import lyapunov_spectrum as _lyapunov_spectrum
+from floss_core.spectrum import (cholesky_qr, clear_workspace, fast_lyapunov_spectrum, qr_log_diag_backward,
+                                 supports_fast)
 from helpers import OnlyStep
+
+# the reference engine: what these tests check (test_lyapunov) and compare the fast engine against (test_fast)
+lyapunov_spectrum = functools.partial(_lyapunov_spectrum, method="reference")
 
 F64, F32 = torch.float64, torch.float32
 
@@ -160,9 +165,9 @@ def test_float32_equals_float32_reference_on_chaotic_nets_for_small_k(gain):
 # -- the guard: fall back instead of returning wrong numbers -------------------------------------------------------
 
 def test_huge_t_ons_in_a_chaotic_net_gives_the_t_ons_1_exponents_not_a_collapsed_basis():
-    """With a QR only every 60 steps the basis of a chaotic net at k = N collapses: the reference returns wrong
-    exponents; the fast engine detects the ill-conditioned windows, redoes them with a QR every step, and returns
-    the t_ons = 1 exponents."""
+    """With a QR only every 60 steps the basis of a chaotic net at k = N collapses. Both engines detect the
+    ill-conditioned windows, redo them with a QR every step, and return the t_ons = 1 exponents (the reference used
+    to return wrong ones: what a plain QR of the collapsed window gives is checked below)."""
     m, x, h0, Q0 = setup(8, 8, 240, gain=3.0, E=2, B=1)
     kw = dict(h0=h0, Q0=Q0, n_transient=60)
     info = {}
@@ -170,9 +175,25 @@ def test_huge_t_ons_in_a_chaotic_net_gives_the_t_ons_1_exponents_not_a_collapsed
         exact = lyapunov_spectrum(m, x, 8, t_ons=1, **kw)
         collapsed = lyapunov_spectrum(m, x, 8, t_ons=60, **kw)
         lam = fast_lyapunov_spectrum(m, x, 8, t_ons=60, info=info, **kw)
-    assert (collapsed - exact).abs().max() > 0.1  # the reference's basis did collapse
+    naive = plain_windowed_spectrum(m, x, 8, t_ons=60, **kw)  # no guard: the basis does collapse
+    assert (naive - exact).abs().max() > 0.1
+    torch.testing.assert_close(collapsed, exact, atol=1e-10, rtol=0)  # the reference's guard redid the windows
     assert info["n_qr"] > 4 * 2  # windows were redone
     torch.testing.assert_close(lam, exact, atol=1e-6, rtol=0)
+
+
+def plain_windowed_spectrum(m, x, k, *, t_ons, h0, Q0, n_transient):
+    """Benettin with a QR every t_ons steps and no guard (how the reference worked before it had one)."""
+    h, Q = h0, torch.linalg.qr(Q0)[0]
+    log_r, T = [], x.shape[2]
+    for t in range(T):
+        h, Q = m.step_tangent(h, x[:, :, t], Q)
+        since = t + 1 if t < n_transient else t + 1 - n_transient
+        if since % t_ons == 0 or t == n_transient - 1 or t == T - 1:
+            Q, R = torch.linalg.qr(Q)
+            if t >= n_transient:
+                log_r.append(torch.diagonal(R, dim1=-2, dim2=-1).abs().log())
+    return (torch.stack(log_r).sum(0) / (T - n_transient)).mean(1)
 
 
 def test_float32_at_k_equal_n_falls_back_and_stays_accurate():

@@ -9,8 +9,8 @@ from helpers import ALL_CELLS, F64, GATED_CELLS, cell_ids, copy_network, gen
 from floss_core import (FlossConfig, FlossSchedule, TaskConfig, TrainConfig, floss, flossing_loss,
                         lyapunov_spectrum, train)
 from floss_core.diagnostics import gradient_norm_profile, long_term_jacobian_singular_values
-from floss_core.gated import GRU, LSTM
-from floss_core.lyapunov import jvp_tangent_step
+from floss_core.cells import GRU, LSTM
+from floss_core.spectrum import jvp_tangent_step
 
 QUIET = dict(progress=False)
 all_cells = pytest.mark.parametrize("name, make", ALL_CELLS, ids=cell_ids(ALL_CELLS))

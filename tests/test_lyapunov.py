@@ -1,4 +1,5 @@
 """Lyapunov spectra checked against exact results, invariants, finite differences and each other."""
+import functools
 import copy
 import math
 
@@ -6,9 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from floss_core import TanhRNN, lyapunov_spectrum
-from floss_core.lyapunov import jvp_tangent_step
+from floss_core import TanhRNN
+from floss_core import lyapunov_spectrum as _lyapunov_spectrum
+from floss_core.spectrum import jvp_tangent_step
 from helpers import OnlyStep
+
+# the reference engine: what these tests check (test_lyapunov) and compare the fast engine against (test_fast)
+lyapunov_spectrum = functools.partial(_lyapunov_spectrum, method="reference")
 
 F64 = torch.float64
 

@@ -114,7 +114,7 @@ def figure_body(name, fail=False):
     return f"""\
 import sys
 import matplotlib.pyplot as plt
-from floss_core import plotting
+from floss_core.repro import plotting
 plotting.setup()
 fig, ax = plt.subplots()
 ax.plot([0, size], [0, 1])
@@ -217,7 +217,7 @@ def test_plotting_save_record_and_median_band(tmp_path, monkeypatch):
     import numpy as np
     import torch
 
-    from floss_core import plotting
+    from floss_core.repro import plotting
 
     monkeypatch.setenv("FLOSS_FIG_DIR", str(tmp_path / "env_dir"))
     monkeypatch.setenv("FLOSS_NOTEBOOK", "07_demo")

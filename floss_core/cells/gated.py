@@ -39,10 +39,30 @@ import math
 import torch
 from torch import nn
 
-from .models import EnsembleRNN, _check_positive_int
-from .rng import sample
+from ..rng import sample
+from .base import EnsembleRNN, Sizes
 
-__all__ = ["LSTM", "GRU"]
+__all__ = ["LSTM", "GRU", "lstm_gates", "gru_gates"]
+
+
+def lstm_gates(a: torch.Tensor, c: torch.Tensor):
+    """The LSTM's gates from its pre-activations a = W h + U s + b (..., 4H) and cell state c (..., H):
+    ``(h', c', (i, f, g, o, tanh(c')))``. Shared by ``LSTM`` and the torch.nn adapter (one set of equations)."""
+    ai, af, ag, ao = a.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
+    c_next = f * c + i * g  # (..., H)
+    tc = torch.tanh(c_next)
+    return o * tc, c_next, (i, f, g, o, tc)
+
+
+def gru_gates(u: torch.Tensor, m: torch.Tensor, h: torch.Tensor):
+    """The GRU's update from its input part u = U s + b (..., 3H), recurrent part m = W h + b_h (..., 3H) and state
+    h (..., H): ``(h', (r, z, n, m_n))``. Shared by ``GRU`` and the torch.nn adapter."""
+    ur, uz, un = u.chunk(3, dim=-1)
+    mr, mz, mn = m.chunk(3, dim=-1)
+    r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
+    n = torch.tanh(un + r * mn)
+    return n + z * (h - n), (r, z, n, mn)  # (1 - z) n + z h
 
 
 class _GatedEnsemble(EnsembleRNN):
@@ -55,14 +75,9 @@ class _GatedEnsemble(EnsembleRNN):
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None):
         super().__init__()
-        _check_positive_int("n_in", n_in)
-        _check_positive_int("n_hidden", n_hidden)
-        _check_positive_int("n_out", n_out)
-        _check_positive_int("n_networks", n_networks)
-        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
-            raise ValueError(f"gain must be a finite non-negative number, got {gain!r}")
-        E, H, I, O, G = n_networks, n_hidden, n_in, n_out, self.n_gates
-        kw = dict(dtype=dtype or torch.get_default_dtype(), device=device)
+        z = Sizes.check(n_in, n_hidden, n_out, n_networks, gain, dtype, generator)
+        E, H, I, O, G = z.n_networks, z.n_hidden, z.n_in, z.n_out, self.n_gates
+        kw = dict(dtype=z.dtype, device=device)
         bound = 1.0 / math.sqrt(H)
 
         def uniform(*shape):  # U(-1/sqrt(H), 1/sqrt(H)), PyTorch's init of recurrent layers and of nn.Linear
@@ -98,16 +113,6 @@ class _GatedEnsemble(EnsembleRNN):
         """Logits ``V h + c`` from the h part of the state: (E, B, S) -> (E, B, O)."""
         hh = h[..., :self.hidden_size]
         return torch.baddbmm(self.c.unsqueeze(1), hh, self.V.transpose(1, 2))  # (E, B, O)
-
-    @classmethod
-    def from_torch(cls, module: nn.Module, n_out: int = 1, *, generator: torch.Generator | None = None):
-        """A 1-network ensemble with the recurrent weights of a torch.nn cell or single-layer RNN module (see
-        ``floss_core.adapters.from_torch``); the readout is new (random from ``generator``), h0 zero."""
-        from .adapters import from_torch
-        model = from_torch(module, n_out, generator=generator)
-        if not isinstance(model, cls):
-            raise ValueError(f"{type(module).__name__} maps to {type(model).__name__}, not {cls.__name__}")
-        return model
 
     def extra_repr(self) -> str:
         return (f"n_networks={self.n_networks}, n_in={self.input_size}, n_hidden={self.hidden_size}, "
@@ -146,12 +151,8 @@ class LSTM(_GatedEnsemble):
         hh, cc = h[..., :H], h[..., H:]  # (E, B, H) each
         a = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 4H)
         a = torch.baddbmm(a, hh, self.W.transpose(1, 2))
-        ai, af, ag, ao = a.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
-        c_next = f * cc + i * g  # (E, B, H)
-        tc = torch.tanh(c_next)
-        h_next = torch.cat([o * tc, c_next], dim=-1)  # (E, B, 2H)
-        return h_next, (cc, i, f, g, o, tc)
+        h_new, c_next, (i, f, g, o, tc) = lstm_gates(a, cc)  # (E, B, H) each
+        return torch.cat([h_new, c_next], dim=-1), (cc, i, f, g, o, tc)  # (E, B, 2H)
 
     def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
         """The step and ``J Q`` (see the module docstring), without the dense Jacobian.
@@ -195,12 +196,7 @@ class GRU(_GatedEnsemble):
     def _forward(self, h: torch.Tensor, x: torch.Tensor):
         u = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 3H)
         m = torch.baddbmm(self.b_h.unsqueeze(1), h, self.W.transpose(1, 2))  # (E, B, 3H)
-        ur, uz, un = u.chunk(3, dim=-1)
-        mr, mz, mn = m.chunk(3, dim=-1)
-        r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
-        n = torch.tanh(un + r * mn)
-        h_next = n + z * (h - n)  # (1 - z) n + z h
-        return h_next, (r, z, n, mn)
+        return gru_gates(u, m, h)  # (E, B, H), gates
 
     def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
         """The step and ``J Q`` (see the module docstring), without the dense Jacobian.

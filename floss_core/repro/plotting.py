@@ -6,7 +6,8 @@
     save(fig, name)              <fig dir>/<name>.png (dpi 150) and .pdf
     record(numbers)              <fig dir>/<notebook>_numbers.json: the key numbers of a notebook
 
-The figure directory is ``out_dir`` if given, else ``$FLOSS_FIG_DIR``, else ``<repo>/figures``. ``run_all.sh``
+The figure directory is ``out_dir`` if given, else ``$FLOSS_FIG_DIR``, else ``figures/`` under the working
+directory. ``run_all.sh``
 points ``$FLOSS_FIG_DIR`` at a temporary directory per notebook and moves the files into place only when the
 notebook succeeded, and at ``figures_quick/`` in quick mode.
 """
@@ -25,7 +26,6 @@ import numpy as np
 
 __all__ = ["setup", "fig_dir", "save", "median_band", "caption", "record"]
 
-_REPO = Path(__file__).resolve().parent.parent
 DPI = 150
 
 
@@ -67,8 +67,8 @@ def setup() -> None:
 
 
 def fig_dir(out_dir=None) -> Path:
-    """``out_dir``, else ``$FLOSS_FIG_DIR``, else ``<repo>/figures`` (created)."""
-    path = Path(out_dir) if out_dir is not None else Path(os.environ.get("FLOSS_FIG_DIR") or _REPO / "figures")
+    """``out_dir``, else ``$FLOSS_FIG_DIR``, else ``./figures`` (created)."""
+    path = Path(out_dir) if out_dir is not None else Path(os.environ.get("FLOSS_FIG_DIR") or Path.cwd() / "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -5,7 +5,7 @@ under a key made of the name, the parameters (as canonical JSON) and the *code v
 file of the floss_core package (and the torch version). Rerunning a notebook with the same parameters and unchanged
 library code only re-plots; changing a parameter or any library file recomputes.
 
-Layout of the cache directory (default ``$FLOSS_CACHE_DIR``, else ``<repo>/_cache``, ignored by git):
+Layout of the cache directory (default ``$FLOSS_CACHE_DIR``, else ``_cache/`` under the working directory):
 
     <name>-<key>.pt     the result, written with ``torch.save`` (atomically: a temp file, then ``os.replace``)
     <name>-<key>.json   what produced it: name, params, code version, torch version, compute time, date
@@ -34,14 +34,13 @@ import torch
 
 __all__ = ["cached", "code_version", "cache_key", "default_cache_dir"]
 
-_PACKAGE = Path(__file__).resolve().parent
-_REPO = _PACKAGE.parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # floss_core/: its code is hashed, never written to
 
 
 def default_cache_dir() -> Path:
-    """``$FLOSS_CACHE_DIR`` if set, else ``<repo>/_cache``."""
+    """``$FLOSS_CACHE_DIR`` if set, else ``_cache`` under the current working directory."""
     env = os.environ.get("FLOSS_CACHE_DIR")
-    return Path(env) if env else _REPO / "_cache"
+    return Path(env) if env else Path.cwd() / "_cache"
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,6 +57,8 @@ def code_version() -> str:
 
 def _canonical(params: dict) -> str:
     """Canonical JSON of the parameters (sorted keys, no NaN); raises TypeError for values JSON cannot hold."""
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        params = dataclasses.asdict(params)
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
     try:
@@ -115,12 +116,13 @@ def cached(name: str, params: dict, compute: Callable[[], dict], *, cache_dir=No
 
     Main arguments:
         name: a short file-name-safe label, e.g. "fig2_spectra".
-        params: everything the result depends on, as plain JSON (the notebook's parameters, seeds, device...).
+        params: everything the result depends on, as plain JSON (the notebook's parameters, seeds, device...);
+            config dataclasses (e.g. an experiment's) are converted with ``dataclasses.asdict``.
             ``compute`` must be a deterministic function of them (seed its own ``torch.Generator`` from them).
         compute: a function of no arguments returning a dict (see the module docstring for what it may hold).
 
     Other arguments (keyword-only):
-        cache_dir: where to store it (default ``$FLOSS_CACHE_DIR``, else ``<repo>/_cache``).
+        cache_dir: where to store it (default ``$FLOSS_CACHE_DIR``, else ``./_cache``).
         refresh: recompute and overwrite even if a cached result exists.
 
     A file that cannot be read (truncated, corrupt, from an incompatible torch) is reported with a warning and

@@ -1,15 +1,6 @@
-"""Diagnostics of trained and untrained RNN ensembles: gradient norms, long-term Jacobians, training success.
-
-Exploding and vanishing gradients are a statement about the long-term Jacobian ``P_tau = J_tau ... J_1`` (with
-``J_t = dh_t / dh_{t-1}``): a loss at time t reaches the state tau steps earlier through ``P^T``, so gradients grow or
-shrink like the singular values of P, ``sigma_i(tau) ~ exp(tau * lambda_i)`` with the Lyapunov exponents lambda_i.
-Gradient flossing pushes the first exponents to zero, which keeps P well conditioned. This module measures that:
-
-    gradient_norm_profile               ||d loss(t) / d h_{t - tau}|| for every lag tau, in one backward pass.
-    long_term_jacobian_singular_values  log sigma_1..k of P_tau for every tau = 1..T, computed in log space, so
-                                        horizons whose singular values over- or underflow any float are fine.
-    condition_number                    log(sigma_1 / sigma_k) from those.
-    steps_to_criterion, success         when a training run reached (and kept) a target accuracy.
+"""The long-term Jacobian ``P_tau = J_tau ... J_1``: its singular values for every horizon tau, in log space, and its
+condition number. ``sigma_i(tau) ~ exp(tau * lambda_i)`` with the Lyapunov exponents lambda_i; flossing k exponents
+to zero keeps ``kappa_k = sigma_1 / sigma_k`` bounded.
 
 Method for the long-term Jacobian. Push a full orthonormal basis (Q_0 = I) through the Jacobians with QR,
 ``J_tau Q_{tau-1} = Q_tau R_tau``, so that ``P_tau = Q_tau R_tau ... R_1``: P has the singular values of the upper
@@ -35,110 +26,15 @@ vanish, i.e. only log sigma_i / tau converges to lambda_i.)
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
-from .rng import sample
+from ..checks import check_int
+from ..spectrum import check_finite_parameters, prepare_inputs, tangent_step
+from .gradients import initial_state
 
-from .lyapunov import check_finite_parameters, prepare_inputs, tangent_step
+__all__ = ["long_term_jacobian_singular_values", "condition_number"]
 
-__all__ = ["gradient_norm_profile", "long_term_jacobian_singular_values", "condition_number",
-           "steps_to_criterion", "success"]
-
-
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"{low} <= {name}" + (f" <= {high}" if high is not None else "")
-        raise ValueError(f"{name} must be an int with {bound}, got {value!r}")
-    return value
-
-
-def _initial_state(model, h0, B: int, generator, like: torch.Tensor) -> torch.Tensor:
-    """h0 checked against (E, B, S), or a random start ``model.initial_state`` drawn from generator."""
-    E, S = model.n_networks, model.state_size
-    if h0 is None:
-        h0 = model.initial_state(B, generator)
-    if not isinstance(h0, torch.Tensor) or h0.shape != (E, B, S):
-        shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
-        raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {shape}")
-    if not bool(torch.isfinite(h0).all()):
-        raise ValueError("h0 contains non-finite values (NaN or inf)")
-    return h0.to(dtype=like.dtype, device=like.device)
-
-
-# -- gradient norms --------------------------------------------------------------------------------------------------
-
-def gradient_norm_profile(model, inputs: torch.Tensor | None, *, n_steps: int | None = None, batch: int = 1,
-                          t_loss: int | None = None, h0: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None,
-                          loss: str | Callable[[torch.Tensor], torch.Tensor] = "readout") -> torch.Tensor:
-    """How strongly a loss at time t_loss depends on the state tau steps earlier, for every tau, per network.
-
-    The states are ``h_t = model.step(h_{t-1}, x_t)`` for t = 0..t_loss (h_{-1} = h0); the result is
-
-        profile[e, tau] = || d loss_e / d h_{t_loss - tau} ||        (Frobenius norm over batch and state)
-
-    for tau = 0..t_loss, all from one backward pass. The gradient with respect to h_t includes every path through
-    the later states, i.e. it is ``P^T g`` with the long-term Jacobian P from t to t_loss and g = d loss / d h_t_loss.
-
-    Main arguments:
-        model: a TanhRNN (or any cell of the protocol in ``floss_core.models``) holding E networks.
-        inputs: (E, B, T, I), or (B, T, I) shared by all networks, or None for zero input (then give ``n_steps``).
-
-    Other arguments (keyword-only):
-        n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network.
-        t_loss: the step whose state the loss reads, 0 <= t_loss <= T - 1 (default T - 1); later inputs are unused.
-        h0: initial state (E, B, S). Default: a random start ``model.initial_state`` drawn from ``generator``.
-        generator: torch.Generator for the readout direction and the random start (in that order).
-        loss: "readout" (default): ``loss_e = sum_b u . readout(h_t_loss)[e, b]`` with a random unit vector u of
-            size O, the first draw of ``generator`` (``torch.randn(O)`` normalized, shared by all networks), so the
-            profile does not depend on any targets. Or a callable mapping the state at t_loss (E, B, S) to the
-            per-network losses (E,) (a scalar, their sum, is accepted too).
-
-    Returns the profile (E, t_loss + 1), indexed by tau, detached (a diagnostic, not a training loss). Raises
-    ValueError on bad input and when the profile is not finite.
-    """
-    check_finite_parameters(model)
-    if not (loss == "readout" or callable(loss)):
-        raise ValueError(f"loss must be 'readout' or a callable (E, B, S) -> (E,), got {loss!r}")
-    inputs = prepare_inputs(model, inputs, n_steps=n_steps, batch=batch)  # (E, B, T, I)
-    E, B, T, _ = inputs.shape
-    if t_loss is None:
-        t_loss = T - 1
-    _check_int("t_loss", t_loss, 0, T - 1)
-    p = next(model.parameters())
-    u = None
-    if loss == "readout":
-        u = sample(torch.randn, model.output_size, dtype=p.dtype, device=p.device, generator=generator)  # (O,)
-        u = u / u.norm()
-    h = _initial_state(model, h0, B, generator, p).detach()  # (E, B, S)
-
-    with torch.enable_grad():
-        h = h.requires_grad_(True)  # so the graph exists even for a model whose parameters need no gradient
-        xs = inputs.unbind(2)  # T x (E, B, I)
-        states = []  # (E, B, S) per step, each a node of the graph
-        for t in range(t_loss + 1):
-            h = model.step(h, xs[t])
-            states.append(h)
-        if u is not None:
-            losses = (model.readout(h) @ u).sum(1)  # (E,)
-        else:
-            losses = loss(h)
-            if not isinstance(losses, torch.Tensor) or losses.shape not in ((E,), ()):
-                shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-                raise ValueError(f"the loss callable must return a tensor of shape (E,) = ({E},), got {shape}")
-        grads = torch.autograd.grad(losses.sum(), states, allow_unused=True)  # (t_loss + 1) x (E, B, S)
-    grads = [torch.zeros_like(s) if g is None else g for g, s in zip(grads, states)]
-    norms = torch.stack(grads, 1).flatten(2).norm(dim=-1)  # (E, t_loss + 1), indexed by t
-    profile = norms.flip(1).detach()  # (E, t_loss + 1), indexed by tau = t_loss - t
-    if not bool(torch.isfinite(profile).all()):
-        raise ValueError("the gradient norms are not finite: the dynamics or the backward pass overflowed "
-                         "(try float64, a shorter horizon, or check the weights' scale)")
-    return profile
-
-
-# -- long-term Jacobian ----------------------------------------------------------------------------------------------
 
 def _graded_update(c: torch.Tensor, M: torch.Tensor, R: torch.Tensor):
     """``R diag(exp(c)) M`` back in the graded form ``diag(exp(c')) M'`` (unit rows), never forming exp(c).
@@ -233,7 +129,7 @@ def long_term_jacobian_singular_values(model, inputs: torch.Tensor | None, k: in
     sigma_1 / sigma_i is.
 
     Main arguments:
-        model: a TanhRNN (or any cell of the protocol in ``floss_core.models``) holding E networks.
+        model: a TanhRNN (or any cell of the protocol in ``floss_core.cells.protocol``) holding E networks.
         inputs: (E, B, T, I), or (B, T, I) shared by all networks, or None for zero input (then give ``n_steps``).
         k: how many singular values, 1 <= k <= state size S (all S tangent directions are tracked regardless).
 
@@ -251,12 +147,12 @@ def long_term_jacobian_singular_values(model, inputs: torch.Tensor | None, k: in
     """
     check_finite_parameters(model)
     S = model.state_size
-    _check_int("k", k, 1, S)
-    _check_int("t_ons", t_ons, 1)
+    check_int("k", k, 1, S)
+    check_int("t_ons", t_ons, 1)
     inputs = prepare_inputs(model, inputs, n_steps=n_steps, batch=batch)  # (E, B, T, I)
     E, B, T, _ = inputs.shape
     p = next(model.parameters())
-    h = _initial_state(model, h0, B, generator, p)  # (E, B, S)
+    h = initial_state(model, h0, B, generator, p)  # (E, B, S)
     eye = torch.eye(S, dtype=p.dtype, device=p.device)
     Q = eye.expand(E, B, S, S)  # (E, B, S, S): Q_0 = I, the full basis
     c = torch.zeros(E, B, S, dtype=p.dtype, device=p.device)  # (E, B, S): log row scales of R_tau ... R_1
@@ -295,31 +191,5 @@ def condition_number(log_sv: torch.Tensor, k: int | None = None) -> torch.Tensor
     K = log_sv.shape[-1]
     if k is None:
         k = K
-    _check_int("k", k, 1, K)
+    check_int("k", k, 1, K)
     return log_sv[..., 0] - log_sv[..., k - 1]
-
-
-# -- training outcome ------------------------------------------------------------------------------------------------
-
-def steps_to_criterion(accuracy, threshold: float = 0.95) -> torch.Tensor:
-    """The first training step from which the accuracy stays >= threshold until the end, per network.
-
-    accuracy: (E, n_steps), one accuracy per network and training step (a NaN counts as below the threshold).
-    threshold: in (0, 1].
-    Returns a long tensor (E,): the step index, or -1 where the final accuracy is below the threshold.
-    """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
-    accuracy = torch.as_tensor(accuracy)
-    if accuracy.dim() != 2 or accuracy.shape[1] < 1:
-        raise ValueError(f"accuracy must have shape (E, n_steps) with n_steps >= 1, got {tuple(accuracy.shape)}")
-    n = accuracy.shape[1]
-    below = ~(accuracy >= threshold)  # (E, n_steps)
-    steps = torch.arange(n, device=accuracy.device)
-    first = torch.where(below, steps, -1).amax(1) + 1  # (E,): one past the last step below the threshold
-    return torch.where(first < n, first, -1).long()
-
-
-def success(accuracy, threshold: float = 0.95) -> torch.Tensor:
-    """Whether each network ends above the threshold (``steps_to_criterion >= 0``): bool (E,)."""
-    return steps_to_criterion(accuracy, threshold) >= 0

@@ -1,0 +1,21 @@
+"""The computation behind each figure, one sweep per module: its config (a frozen dataclass of the package's configs,
+validated when built) and the function that runs it as a few batched ensembles.
+
+    flossing_sweep      figures 1 and 2: exponents during flossing from several gains and several k, spectra,
+                        gradient-norm profiles and long-term-Jacobian singular values before and after.
+    delay_sweep         figures 3, 4 and 6: training on delayed tasks over a grid of delays, for no flossing,
+                        flossing before training, and flossing before and during training.
+    complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
+    summary             success, steps to criterion and final accuracy of a delay sweep.
+
+``build(DelaySweep, train={"n_steps": 1500}, ...)`` makes a sweep from a notebook's plain parameters.
+"""
+from ..diagnostics import final_accuracy, running_mean
+from .common import build
+from .complexity_sweep import ComplexitySweep, complexity_sweep
+from .delay_sweep import CONDITIONS, DelaySweep, delay_sweep
+from .flossing_sweep import FlossingSweep, flossing_sweep
+from .summary import summarize_delay_sweep
+
+__all__ = ["build", "FlossingSweep", "flossing_sweep", "DelaySweep", "delay_sweep", "CONDITIONS", "ComplexitySweep",
+           "complexity_sweep", "summarize_delay_sweep", "final_accuracy", "running_mean"]

@@ -1,0 +1,114 @@
+"""``lyapunov_spectrum``: the one public entry point of the spectrum engines. It validates its arguments once, picks
+the engine (the fast one wherever it applies; the reference is the only fallback) and reports non-finite results once.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..checks import check_choice, check_int, check_number
+from .errors import bad_networks, raise_non_finite
+from .fast import ORTH_METHODS, fast_spectrum, supports_fast
+from .inputs import setup_spectrum
+from .reference import reference_spectrum
+
+__all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "DEFAULT_METHOD", "METHODS"]
+
+METHODS = ("fast", "reference")
+DEFAULT_METHOD = "fast"  # the engine of lyapunov_spectrum and of flossing (FlossConfig.method)
+
+
+def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None, batch: int = 1,
+                      t_ons: int | str = 1, n_transient: int | None = None, h0: torch.Tensor | None = None,
+                      Q0: torch.Tensor | None = None, generator=None, gradient: str = "full", reduce: str = "mean",
+                      check: bool = True, method: str = DEFAULT_METHOD, orth: str = "cholesky",
+                      tol: float | None = None, max_window: int = 64, group: int | None = None,
+                      workers: int | None = None, info: dict | None = None) -> torch.Tensor:
+    """The first k Lyapunov exponents of every network of an ensemble, in nats per time step.
+
+    Main arguments:
+        model: a TanhRNN (or any cell of the protocol in ``floss_core.cells.protocol``) holding E networks.
+        inputs: (E, B, T, I), or (B, T, I) shared by all networks, or None for zero input (then give ``n_steps``).
+            The exponents are those of the input-driven dynamics.
+        k: how many exponents, 1 <= k <= state size S.
+
+    Other arguments (keyword-only):
+        n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network.
+        t_ons: re-orthonormalize (QR) every t_ons steps, or "auto". 1 is exact; larger is cheaper, and a window
+            whose basis would collapse ((lambda_1 - lambda_k) * t_ons too large for the precision) is redone with a
+            QR every step, so every t_ons gives the t_ons = 1 exponents up to roundoff. "auto" (fast engine) chooses
+            the windows from the measured stretching; the reference engine then does a QR every step.
+        n_transient: steps at the start that align the basis and the state but are not averaged (default T // 4).
+            The exponents average over the remaining T - n_transient steps, which must be at least 1.
+        h0: initial state (E, B, S). Default: a random start ``model.initial_state`` drawn from ``generator``
+            (a zero-input network started at its fixed point would stay there forever).
+        Q0: initial tangent basis (E, B, S, k), orthonormalized here. Default: random orthonormal from ``generator``.
+        generator: torch.Generator, or a list of one per network, for the random start and basis (same generator
+            state, same numbers).
+        gradient: "full" (through the state trajectory, default) or "detached" (see the module docstring).
+        reduce: "mean" averages the exponents over the B trajectories of each network -> (E, k);
+            "none" returns one spectrum per trajectory -> (E, B, k).
+        check: True (default) raises on non-finite parameters or exponents; False returns NaN/inf for the affected
+            networks and leaves the others untouched (training uses this so one diverging network cannot stop
+            the ensemble).
+        method: "fast" (default; ``spectrum.fast``: Cholesky QR from batched matmuls with an orthogonality guard and a
+            hand-written backward, the same exponents and gradients as the reference up to roundoff; TanhRNN only,
+            other cells use the reference) or "reference" (``spectrum.reference``: autograd through every QR).
+        orth, tol, max_window, group, workers, info: options of the fast engine, see below.
+
+    Options of the fast engine (ignored by the reference):
+        orth: "cholesky" (default: guarded Cholesky QR, Householder where the guard fails) or "householder"
+            (torch.linalg.qr at every scheduled QR; not with t_ons="auto").
+        tol: accepted orthogonality error of a Cholesky QR factor (default 1e-7 in float64, 1e-3 in float32).
+        max_window: longest window for t_ons="auto".
+        group: networks per sub-batch (default: all on GPU; on CPU balanced sub-batches whose per-step data stay near
+            8 MiB, their number a multiple of ``workers``).
+        workers: CPU threads that run sub-batches at once, each with one intra-op thread (default: torch's thread
+            count, fewer where the sub-batches would be too small to gain; on GPU 1). With fixed sub-batches the result
+            does not depend on it; with t_ons="auto" the roundoff does (~1e-12 in float64).
+        info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks).
+
+    Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
+    respect to the model's parameters. Raises ValueError on bad input, and on exponents that stop being finite,
+    naming the step.
+    """
+    check_choice("method", method, METHODS)
+    if t_ons != "auto":
+        check_int("t_ons (or 'auto')", t_ons, 1)
+    check_choice("orth", orth, ORTH_METHODS)
+    if t_ons == "auto" and orth == "householder" and method == "fast":
+        raise ValueError("t_ons='auto' needs orth='cholesky' (its guard detects ill-conditioned windows)")
+    check_number("tol", tol, 0, none=True)
+    check_int("max_window", max_window, 1)
+    check_int("group", group, 1, none=True)
+    check_int("workers", workers, 1, none=True)
+    inputs, n_transient, h0, Q = setup_spectrum(model, inputs, k, n_steps=n_steps, batch=batch,
+                                                n_transient=n_transient, h0=h0, Q0=Q0, generator=generator,
+                                                gradient=gradient, reduce=reduce, check=check)
+    p = next(model.parameters())
+    h0 = h0.to(dtype=p.dtype, device=p.device)  # (E, B, S)
+    detached = gradient == "detached"
+    if method == "fast" and supports_fast(model):
+        lam, masks = fast_spectrum(model, inputs, h0, Q, n_transient=n_transient, t_ons=t_ons, detached=detached,
+                                   check=check, orth=orth, tol=tol, max_window=max_window, group=group,
+                                   workers=workers, info=info)
+    else:
+        lam, states, log_r = reference_spectrum(model, inputs, h0, Q, n_transient=n_transient,
+                                                t_ons=1 if t_ons == "auto" else t_ons, detached=detached)
+        masks = lambda: _reference_masks(states, log_r)  # noqa: E731
+    if check and not bool(torch.isfinite(lam).all()):
+        raise_non_finite(*masks())
+    return lam.mean(1) if reduce == "mean" else lam  # (E, k) or (E, B, k)
+
+
+def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, **kwargs) -> torch.Tensor:
+    """``lyapunov_spectrum(..., method="fast")`` (kept for code written against the first API)."""
+    return lyapunov_spectrum(model, inputs, k, method="fast", **kwargs)
+
+
+def _reference_masks(states, log_r):
+    """(T, E) masks of non-finite states and exponents of the reference engine."""
+    state_bad = torch.stack([bad_networks(h) for h in states])  # (T, E)
+    exp_bad = torch.zeros_like(state_bad)
+    for t, lr in log_r:
+        exp_bad[t] |= bad_networks(lr)
+    return state_bad, exp_bad

@@ -1,0 +1,107 @@
+"""The CPU runtime the fast engines share: worker threads that run independent sub-batches at once, and a pool of
+large buffers kept between calls.
+
+Threads. Intra-op threads make small batched operations slower, not faster (measured on a 2-core CPU: a flossing step
+at k = 75 took 3x longer on 2 threads than on 1), so on CPU an engine runs every operation on one thread and gets its
+parallelism from independent sub-batches run at once, each on a thread of its own (torch releases the GIL inside
+every operation): ``run_jobs``.
+
+Buffers. An engine's one large allocation (the stored tangent bases, T x E x B x k x N) costs a page fault per 4 KiB
+on first touch on CPU (measured: ~90 ms for 270 MB, a tenth of the whole spectrum at (64, 16, 512)), so buffers are
+kept for the next call of the same shape (``take_buffer`` / ``give_buffer``). The CUDA caching allocator already
+does this on GPUs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+
+import torch
+
+__all__ = ["run_jobs", "take_buffer", "give_buffer", "clear_workspace", "MIN_INTRAOP_FLOPS"]
+
+# The stored tangent bases are the engine's one large allocation (T x E x B x k x N). On CPU, fresh memory costs a
+# page fault per 4 KiB on first touch (measured: ~90 ms for 270 MB, a tenth of the whole spectrum at (64, 16, 512)),
+# so buffers are kept for the next call of the same shape once the backward (or a forward without gradient) is done.
+# The CUDA caching allocator already does this on GPUs.
+
+_WORKSPACE: dict = {}
+_WORKSPACE_KEEP = 2  # buffers kept per (shape, dtype)
+
+
+_WORKSPACE_LOCK = threading.RLock()  # worker threads take and give buffers concurrently (re-entrant: a
+# finalizer giving a buffer back may run in a garbage collection inside the lock)
+
+
+def take_buffer(shape, dtype, device) -> torch.Tensor:
+    device = torch.device(device)
+    if device.type == "cpu":
+        with _WORKSPACE_LOCK:
+            free = _WORKSPACE.get((tuple(shape), dtype))
+            if free:
+                return free.pop()
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def give_buffer(buf: torch.Tensor) -> None:
+    if buf.device.type == "cpu":
+        with _WORKSPACE_LOCK:
+            free = _WORKSPACE.setdefault((tuple(buf.shape), buf.dtype), [])
+            if len(free) < _WORKSPACE_KEEP:
+                free.append(buf)
+
+
+def clear_workspace() -> None:
+    """Free the buffers the engine keeps between calls (CPU only)."""
+    with _WORKSPACE_LOCK:
+        _WORKSPACE.clear()
+
+
+# Intra-op threads make these small batched operations slower, not faster (measured on a 2-core CPU: a flossing step
+# at k = 75 took 3x longer on 2 threads than on 1), so on CPU the engine runs every operation on one thread and
+# gets its parallelism from independent sub-batches run at once, each on a thread of its own: torch releases the
+# GIL inside every operation.
+
+_POOL = {}  # workers -> ThreadPoolExecutor
+_THREADS_LOCK = threading.Lock()  # guards _POOL and the intra-op thread count saved by the first caller in _run
+_THREADS_STATE = {"depth": 0, "before": None}
+os.register_at_fork(after_in_child=_POOL.clear)  # a forked child has none of the parent's worker threads
+MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
+
+
+def run_jobs(workers: int, jobs: list, one_thread: bool, device_type: str) -> list:
+    """Run the zero-argument ``jobs`` (independent sub-batches) on ``workers`` threads; their results, in order.
+
+    With ``one_thread`` torch's intra-op threads are set to 1 meanwhile (restored by the last concurrent caller to
+    leave), so that the operations neither oversubscribe the cores nor pay for threads on small matrices. Every job
+    runs with the caller's grad mode and without autocast (the same in a worker thread and here)."""
+    grad_mode = torch.is_grad_enabled()  # thread-local: off inside an autograd Function, on in a fresh thread
+
+    def in_worker(job):
+        with torch.set_grad_enabled(grad_mode), torch.autocast(device_type, enabled=False):
+            return job()
+
+    if one_thread:
+        with _THREADS_LOCK:
+            if _THREADS_STATE["depth"] == 0:
+                _THREADS_STATE["before"] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _THREADS_STATE["depth"] += 1
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            return [in_worker(job) for job in jobs]
+        with _THREADS_LOCK:
+            pool = _POOL.get(workers)
+            if pool is None:
+                pool = _POOL[workers] = concurrent.futures.ThreadPoolExecutor(
+                    workers, thread_name_prefix="floss_core.runtime")
+        futures = [pool.submit(in_worker, job) for job in jobs]
+        concurrent.futures.wait(futures)  # all of them, also when one fails, before the thread count is restored
+        return [f.result() for f in futures]
+    finally:
+        if one_thread:
+            with _THREADS_LOCK:
+                _THREADS_STATE["depth"] -= 1
+                if _THREADS_STATE["depth"] == 0:
+                    torch.set_num_threads(_THREADS_STATE["before"])

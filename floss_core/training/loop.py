@@ -1,0 +1,145 @@
+"""Training an ensemble by backpropagation through time, with gradient flossing before and/or during training.
+
+One training step: a fresh batch of the task for every network and its masked BCE (``training.loss``),
+back-propagation through time, the gradient of each parameter array of each network clipped to a norm, and an Adam
+step. Losses are summed over networks, so the E networks train independently in one batched computation,
+each with its own Adam state; a network whose loss or gradient stops being finite is frozen and recorded as failed.
+
+Since every batch is fresh, the accuracy measured on it before the update is a test accuracy.
+
+Flossing schedules (``FlossSchedule``): ``pre_steps`` flossing steps before training; every ``every`` training steps
+an episode of ``episode_steps`` flossing steps, at most ``max_episodes`` times; and/or the flossing loss added to the
+task loss at every step with ``weight``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..ensemble import clip_per_network_, frozen_step, grad_norm_per_network, nonfinite_networks
+from ..flossing import FlossConfig, FlossResult, check_floss_k, floss, flossed_parameters, flossing_loss, \
+    flossing_spectrum
+from ..rng import check_generator
+from ..tasks import TaskConfig
+from .config import FlossSchedule, TrainConfig
+from .loss import check_checkpoint, per_network_tasks, sample_task, task_loss
+
+__all__ = ["train", "History"]
+
+
+@dataclass
+class History:
+    """Per-step records of ``train`` (CPU tensors).
+
+    loss, accuracy, grad_norm: (n_steps, E), measured on each step's fresh batch before the update; grad_norm is the
+        gradient norm of each network's training loss (task loss, plus the weighted flossing loss when the schedule
+        has a weight) before clipping.
+    exponent_steps: the training steps at which exponents were recorded; exponents: (len(exponent_steps), E, k).
+    failed: (E,) networks frozen because their loss or gradient stopped being finite; failed_step: (E,) the training
+        step where that happened (-1: never; -2: during preflossing).
+    pre_floss: what preflossing did (None without it); episodes: [(step, FlossResult)] of flossing during training.
+    """
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+    grad_norm: torch.Tensor
+    exponent_steps: list
+    exponents: torch.Tensor
+    failed: torch.Tensor
+    failed_step: torch.Tensor
+    pre_floss: FlossResult | None = None
+    episodes: list = field(default_factory=list)
+
+
+def _record_exponents(model, floss_config: FlossConfig, k: int, generator):
+    with torch.no_grad():
+        return flossing_spectrum(model, floss_config, generator=generator, k=k).detach().cpu()  # (E, k)
+
+
+def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss_config: FlossConfig = FlossConfig(),
+          schedule: FlossSchedule = FlossSchedule(), generator=None, progress: bool = True) -> History:
+    """Train every network of ``model`` on ``task``, in place, with the flossing ``schedule``.
+
+    Main arguments:
+        model: a TanhRNN ensemble (or any cell of the protocol with ``readout`` and ``train_state``).
+        task: TaskConfig (name, delay, seq_len, batch, channels), or a sequence of E of them, one per network
+            (e.g. a delay grid as one ensemble; they must share seq_len, batch and channels).
+
+    Other arguments:
+        config: TrainConfig (steps, lr, clipping, trainable h0, when to record exponents).
+        floss_config: FlossConfig used by every flossing step and for recording exponents.
+        schedule: FlossSchedule (default: the author's run, preflossing and two episodes during training;
+            ``FlossSchedule.none()`` for plain training, ``FlossSchedule.pre()`` for preflossing only).
+        generator: torch.Generator, or a list of one per network (then network e's data depend on generator e only).
+        progress: tqdm progress bar; False for silence.
+    """
+    E = model.n_networks
+    for name, value, cls in (("config", config, TrainConfig), ("floss_config", floss_config, FlossConfig),
+                             ("schedule", schedule, FlossSchedule)):
+        if not isinstance(value, cls):
+            raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    check_checkpoint(config.checkpoint, "TrainConfig.checkpoint")  # before any training step
+    check_generator(generator, E)
+    tasks = per_network_tasks(task, E)
+    if tasks[0].n_channels != model.input_size or tasks[0].n_channels != model.output_size:
+        raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_channels} channel(s) but the model has "
+                         f"{model.input_size} input(s) and {model.output_size} output(s)")
+    params = [p for name, p in model.named_parameters() if config.train_h0 or name != "h0"]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    floss_opt = None
+    floss_params = flossed_parameters(model, floss_config)
+    if schedule.flosses:  # flossing happens: k must fit (else k only sets how many exponents are recorded)
+        check_floss_k(model, floss_config)
+    record_k = config.recorded_k(floss_config.k, model.state_size)
+    failed = torch.zeros(E, dtype=torch.bool, device=params[0].device)
+    failed_step = torch.full((E,), -1, dtype=torch.long)
+
+    pre = None
+    if schedule.pre_steps:
+        floss_opt = torch.optim.Adam(floss_params, lr=floss_config.lr)
+        pre = floss(model, schedule.pre_steps, config=floss_config, generator=generator, optimizer=floss_opt,
+                    failed=failed, progress=progress)
+        failed_step[pre.failed] = -2
+
+    losses, accs, gnorms, exp_steps, exps, episodes = [], [], [], [], [], []
+    for step in tqdm(range(config.n_steps), disable=not progress, desc="training"):
+        if schedule.episode_at(step, len(episodes)):
+            floss_opt = floss_opt or torch.optim.Adam(floss_params, lr=floss_config.lr)
+            was = failed.clone()
+            episodes.append((step, floss(model, schedule.episode_steps, config=floss_config, generator=generator,
+                                         optimizer=floss_opt, failed=failed)))
+            failed_step[(failed & ~was).cpu()] = step
+        if config.record_every and (step % config.record_every == 0 or step == config.n_steps - 1):
+            exp_steps.append(step)
+            exps.append(_record_exponents(model, floss_config, record_k, generator))
+
+        opt.zero_grad(set_to_none=True)
+        batch = sample_task(task, model, generator)
+        h0 = model.train_state(tasks[0].batch)
+        loss, acc = task_loss(model, batch, h0, checkpoint=config.checkpoint)  # (E,), (E,)
+        total = loss
+        if schedule.weight:
+            total = loss + schedule.weight * flossing_loss(flossing_spectrum(model, floss_config, generator=generator),
+                                                           floss_config.target)
+        total = torch.where(failed, torch.zeros_like(total), total)
+        total.sum().backward()
+        gnorms.append(grad_norm_per_network(params).cpu())
+        was = failed.clone()
+        failed |= nonfinite_networks(total, params)
+        failed_step[(failed & ~was).cpu()] = step
+        clip_per_network_(params, config.clip)
+        frozen_step(opt, params, failed)
+        losses.append(loss.detach().cpu())
+        accs.append(acc.cpu())
+
+    p = params[0]
+    empty = torch.empty(0, E, dtype=p.dtype)
+    return History(
+        loss=torch.stack(losses) if losses else empty,
+        accuracy=torch.stack(accs) if accs else empty,
+        grad_norm=torch.stack(gnorms) if gnorms else empty,
+        exponent_steps=exp_steps,
+        exponents=torch.stack(exps) if exps else torch.empty(0, E, record_k, dtype=p.dtype),
+        failed=failed.cpu(), failed_step=failed_step, pre_floss=pre, episodes=episodes,
+    )
