@@ -46,13 +46,16 @@ def clip_per_network_(params: Sequence[torch.Tensor], max_norm: float | None) ->
 
 
 def nonfinite_networks(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(E,) bool: networks whose loss, or any gradient entry, is NaN or inf."""
+    """(E,) bool: networks whose loss, any parameter or gradient entry, or whole gradient norm is NaN or inf.
+
+    The norm matters on its own: a network whose finite but huge weights saturate it can have finite gradient
+    entries whose norm overflows (inf in float32); clipping would then silently zero its gradient forever."""
     bad = ~torch.isfinite(losses.detach())
     for p in params:
         if p.grad is not None:
             bad |= ~torch.isfinite(p.grad.detach()).flatten(1).all(1)
         bad |= ~torch.isfinite(p.detach()).flatten(1).all(1)
-    return bad
+    return bad | ~torch.isfinite(grad_norm_per_network(params))
 
 
 def frozen_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], frozen: torch.Tensor) -> None:

@@ -52,7 +52,8 @@ def gradient_norm_profile(model, inputs: torch.Tensor | None, *, n_steps: int | 
         n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network.
         t_loss: the step whose state the loss reads, 0 <= t_loss <= T - 1 (default T - 1); later inputs are unused.
         h0: initial state (E, B, S). Default: a random start ``model.initial_state`` drawn from ``generator``.
-        generator: torch.Generator for the readout direction and the random start (in that order).
+        generator: torch.Generator for the readout direction and the random start (in that order), or a list of one
+            per network (then each network gets its own direction, as it would alone).
         loss: "readout" (default): ``loss_e = sum_b u . readout(h_t_loss)[e, b]`` with a random unit vector u of
             size O, the first draw of ``generator`` (``torch.randn(O)`` normalized, shared by all networks), so the
             profile does not depend on any targets. Or a callable mapping the state at t_loss (E, B, S) to the
@@ -72,8 +73,12 @@ def gradient_norm_profile(model, inputs: torch.Tensor | None, *, n_steps: int | 
     p = next(model.parameters())
     u = None
     if loss == "readout":
-        u = sample(torch.randn, model.output_size, dtype=p.dtype, device=p.device, generator=generator)  # (O,)
-        u = u / u.norm()
+        if isinstance(generator, (list, tuple)):  # one direction per network, from its own generator
+            u = sample(torch.randn, E, model.output_size, dtype=p.dtype, device=p.device, generator=generator)
+            u = (u / u.norm(dim=-1, keepdim=True)).unsqueeze(1)  # (E, 1, O)
+        else:
+            u = sample(torch.randn, model.output_size, dtype=p.dtype, device=p.device, generator=generator)  # (O,)
+            u = u / u.norm()
     h = initial_state(model, h0, B, generator, p).detach()  # (E, B, S)
 
     with torch.enable_grad():
@@ -81,7 +86,7 @@ def gradient_norm_profile(model, inputs: torch.Tensor | None, *, n_steps: int | 
         states = unroll(model, inputs[:, :, :t_loss + 1], h)  # (E, B, S) per step, each a node of the graph
         h = states[-1]
         if u is not None:
-            losses = (model.readout(h) @ u).sum(1)  # (E,)
+            losses = (model.readout(h) @ u).sum(1) if u.dim() == 1 else (model.readout(h) * u).sum((1, 2))  # (E,)
         else:
             losses = loss(h)
             if not isinstance(losses, torch.Tensor) or losses.shape not in ((E,), ()):
