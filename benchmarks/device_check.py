@@ -60,9 +60,9 @@ def main():
     if args.skip_sweeps:
         return
     t0 = time.perf_counter()
-    r = X.delay_sweep(tasks=["copy", "xor"], delays=[10, 20, 30, 40, 60, 90], n_networks=5, train_steps=1500,
-                      seq_len=150, floss_k=75, pre_steps=500, every=100, episode_steps=100, max_episodes=2,
-                      device=dev, progress=False)
+    sweep = X.build(X.DelaySweep, delays=[10, 20, 30, 40, 60, 90], seq_len=150,
+                    train={"n_steps": 1500, "record_k": 8}, schedule={"episode_steps": 100})
+    r = X.delay_sweep(sweep, device=dev, progress=False)
     sync(dev)
     print(f"delay_sweep (figures 3-4, paper-scale defaults): {time.perf_counter() - t0:.1f} s", flush=True)
     for t in r["tasks"]:
@@ -70,7 +70,9 @@ def main():
         for c in r["conditions"]:
             print(f"  {t} {c}: successes per delay {s['success'][c].sum(1).tolist()}", flush=True)
     t0 = time.perf_counter()
-    r = X.flossing_sweep(ks=(1, 16), device=dev, progress=False)
+    sweep = X.build(X.FlossingSweep, floss={"gradient": "detached", "batch": 4, "seq_len": 100, "n_transient": 30,
+                                            "input": "zero"})
+    r = X.flossing_sweep(sweep, device=dev, progress=False)
     sync(dev)
     print(f"flossing_sweep (figures 1-2): {time.perf_counter() - t0:.1f} s", flush=True)
     for i, k in enumerate(r["ks"]):

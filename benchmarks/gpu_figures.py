@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from floss_core import experiments  # noqa: E402
-from floss_core.cache import _plain  # noqa: E402 - what `cached` returns: the result on the CPU, as plain data
+from floss_core.repro.cache import _plain  # noqa: E402 - what `cached` returns: the result on the CPU, as plain data
 
 NOTEBOOKS = {"01": "01_fig1_flossing", "03": "03_fig3_preflossing", "05": "05_fig5_complexity",
              "06": "06_fig6_architectures"}

@@ -9,7 +9,7 @@ For (N, k, T) = (80, 75, 300) with E = 32 networks and (64, 16, 512) with E = 64
              step, autograd (one network at a time; the per-network time of one network), on all threads and on
              one thread ("straight, 1 thread"): the faster of the two is the baseline of every speed-up;
   reference  ``floss_core.lyapunov_spectrum`` on the E networks batched (autograd through every step);
-  fast       ``floss_core.fast.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
+  fast       ``floss_core.spectrum.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
   fast auto  the same with t_ons = "auto" (QRs only where the basis' conditioning requires them; the same
              exponents as a QR every step, up to roundoff); also on one thread ("fast auto, 1 thread").
 
@@ -29,7 +29,7 @@ import torch
 
 from _timing import timed
 from floss_core import TanhRNN, lyapunov_spectrum
-from floss_core.fast import fast_lyapunov_spectrum
+from floss_core.spectrum import fast_lyapunov_spectrum
 
 CONFIGS = [(80, 75, 300, 32), (64, 16, 512, 64)]  # (N, k, T, E)
 QUICK = [(20, 15, 40, 4), (16, 4, 60, 8)]
@@ -106,7 +106,7 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
                     continue
                 fn, per = run_single(rep % E), 1
             elif name == "reference":
-                fn, per = run_batched(lyapunov_spectrum), E
+                fn, per = run_batched(lyapunov_spectrum, method="reference"), E
             else:
                 extra = dict(info=info) if name == "fast auto" else {}
                 fn, per = run_batched(fast_lyapunov_spectrum, t_ons=1 if name == "fast" else "auto", **extra), E
@@ -119,7 +119,7 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
 
     # accuracy of the fast engine against the reference, same trajectories, per network (a chaotic float32 network
     # can overflow its full gradient: those are left out and counted)
-    ref = lyapunov_spectrum(model, None, k, check=False, **kw)
+    ref = lyapunov_spectrum(model, None, k, check=False, method="reference", **kw)
     g_ref = per_network(torch.autograd.grad((ref ** 2).mean(), params))
     acc = {}
     for name, t_ons in (("fast", 1), ("fast auto", "auto")):
@@ -153,7 +153,7 @@ def check(device, dtypes):
                 h0 = torch.randn(E, B, N, generator=gen, dtype=dtype).to(device)
                 Q0 = torch.randn(E, B, N, k, generator=gen, dtype=dtype).to(device)
                 params = [model.W, model.U, model.b]
-                ref = lyapunov_spectrum(model, x, k, h0=h0, Q0=Q0)
+                ref = lyapunov_spectrum(model, x, k, h0=h0, Q0=Q0, method="reference")
                 g_ref = torch.autograd.grad((ref ** 2).mean(), params)
                 for t_ons in (1, "auto"):
                     info = {}

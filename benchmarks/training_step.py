@@ -12,7 +12,7 @@ network; against
 
 Flossing step (``FlossConfig`` defaults: k = 75 exponents over 55 steps, 16 of them transient, task-like inputs):
 the exponents and the backward of the flossing loss, per network, with the reference ``lyapunov_spectrum`` and with
-``floss_core.fast.fast_lyapunov_spectrum`` (t_ons = 1 and "auto").
+``floss_core.spectrum.fast_lyapunov_spectrum`` (t_ons = 1 and "auto").
 
 Checkpointed BPTT (``task_loss(..., checkpoint=30)``) against plain BPTT for the largest ensemble, at T and 10 T:
 time of a training step (whole ensemble) and the memory autograd holds between the forward and the backward
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from _timing import timed
 from floss_core import FlossConfig, TanhRNN, flossing_loss, lyapunov_spectrum, make_batch, task_loss
-from floss_core.fast import fast_lyapunov_spectrum
+from floss_core.spectrum import fast_lyapunov_spectrum
 from floss_core.flossing import flossing_inputs
 
 N, BATCH, T, DELAY = 80, 16, 300, 20
@@ -107,7 +107,8 @@ def main():
             batch = batch_for(E)
             w, cpu = timed(lambda: ensemble_step(models[E], batch), device)
             runs[f"task_loss, E = {E}"].append((w / E, cpu / E))
-            for name, fn, kw in (("reference", lyapunov_spectrum, {}), ("fast", fast_lyapunov_spectrum, {}),
+            for name, fn, kw in (("reference", lyapunov_spectrum, {"method": "reference"}),
+                                 ("fast", fast_lyapunov_spectrum, {}),
                                  ("fast auto", fast_lyapunov_spectrum, {"t_ons": "auto"})):
                 w, cpu = timed(lambda: floss_step(models[E], fn, **kw), device)
                 floss_runs[f"flossing step, E = {E}, {name}"].append((w / E, cpu / E))

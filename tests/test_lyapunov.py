@@ -48,7 +48,8 @@ def test_sum_of_all_exponents_equals_mean_log_abs_det_jacobian():
             if t >= n_tr:
                 logdets.append(torch.linalg.slogdet(m.jacobian(h)).logabsdet)  # (E, B)
             h = m.step(h, x[:, :, t])
-    torch.testing.assert_close(lam.sum(-1), torch.stack(logdets).mean(0), atol=1e-7, rtol=0)  # roundoff: cond(J_t) up to ~1e6
+    # roundoff: cond(J_t) up to ~1e6
+    torch.testing.assert_close(lam.sum(-1), torch.stack(logdets).mean(0), atol=1e-7, rtol=0)
 
 
 def test_t_ons_1_and_5_agree():
