@@ -1,4 +1,4 @@
-"""floss_core.cache: results are computed once per (name, params, code version) and survive bad files."""
+"""floss_core.repro.cache: results are computed once per (name, params, code version) and survive bad files."""
 import json
 from dataclasses import dataclass
 

@@ -12,12 +12,12 @@ loop::
     loss = task_loss + 0.1 * flossing_loss_of(lstm, x, k=8)      # x (B, T, 3), as the module takes it
     loss.backward(); optimizer.step()                             # gradients reach lstm.weight_hh_l0 etc.
 
-How: ``TorchCell(module)`` wraps the module in the cell protocol of ``floss_core.models`` with one network (E = 1):
+How: ``TorchCell(module)`` wraps the module in the cell protocol of ``floss_core.cells.protocol`` with one network (E = 1):
 the state is (1, B, S) with S = H, or S = 2H for an LSTM (h and c concatenated, [h, c]). Its ``step`` calls the
 module itself for the cells, and for ``nn.RNN/LSTM/GRU`` the cell op of the same math (``torch.rnn_tanh_cell``,
 ``torch.rnn_relu_cell``, ``torch.lstm_cell``, ``torch.gru_cell``, the ops ``nn.*Cell`` run) on the module's
 ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``. It has no ``step_tangent``: the tangent vectors
-go through ``torch.func`` Jacobian-vector products of ``step`` (``floss_core.lyapunov.jvp_tangent_step``), checked
+go through ``torch.func`` Jacobian-vector products of ``step`` (``floss_core.spectrum.jvp_tangent_step``), checked
 against ``torch.func.jacrev`` and finite differences for every supported module. A TorchCell has no readout, so it
 cannot be passed to ``floss_core.train``; keep your own readout and training loop.
 
@@ -73,7 +73,7 @@ def _kind(module) -> str:
 
 
 class TorchCell(nn.Module):
-    """A torch.nn recurrent module in the cell protocol of ``floss_core.models`` (one network, E = 1).
+    """A torch.nn recurrent module in the cell protocol of ``floss_core.cells.protocol`` (one network, E = 1).
 
     State (1, B, S): h (S = H), or [h, c] (S = 2H) for an LSTM. Gradients of anything computed from ``step`` reach
     ``module.parameters()`` (the wrapper holds no parameters of its own). No readout: ``readout``, ``train_state``
@@ -151,7 +151,7 @@ class TorchCell(nn.Module):
 def from_torch(module: nn.Module, n_out: int = 1, *, generator: torch.Generator | None = None):
     """A 1-network floss_core model with the recurrent weights of a torch module (copies, not shared).
 
-    nn.LSTMCell / nn.LSTM -> ``floss_core.gated.LSTM`` (b = b_ih + b_hh); nn.GRUCell / nn.GRU -> ``GRU`` (b = b_ih,
+    nn.LSTMCell / nn.LSTM -> ``floss_core.LSTM`` (b = b_ih + b_hh); nn.GRUCell / nn.GRU -> ``GRU`` (b = b_ih,
     b_h = b_hh); tanh nn.RNNCell / nn.RNN -> ``TanhRNN`` (W = weight_hh, U = weight_ih, b = b_ih + b_hh; the voltage
     form, see the module docstring). A relu RNN raises ValueError. The readout (n_out channels) is new, drawn from
     ``generator``; h0 is zero. Dtype and device follow the module's parameters.

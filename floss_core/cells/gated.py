@@ -1,4 +1,4 @@
-"""Ensembles of LSTMs and GRUs that follow the cell protocol of ``floss_core.models``.
+"""Ensembles of LSTMs and GRUs that follow the cell protocol of ``floss_core.cells.protocol``.
 
 Both hold E independent networks in parameters with a leading network dimension E, exactly like ``TanhRNN``, so
 ``lyapunov_spectrum``, ``floss`` (whose default ``FlossConfig.params = ("W", "U", "b")`` names parameters that exist
