@@ -8,7 +8,7 @@ For (N, k, T) = (80, 75, 300) with E = 32 networks and (64, 16, 512) with E = 64
   straight   a straightforward single-network loop: dense Jacobian ``W * (1 - tanh(h)^2)``, ``torch.linalg.qr`` every
              step, autograd (one network at a time; the per-network time of one network), on all threads and on
              one thread ("straight, 1 thread"): the faster of the two is the baseline of every speed-up;
-  reference  ``floss_core.lyapunov_spectrum(..., method="reference")`` on the E networks batched (autograd through every step);
+  reference  ``lyapunov_spectrum(..., method="reference")`` on the E networks batched (autograd through every step);
   fast       ``floss_core.spectrum.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
   fast auto  the same with t_ons = "auto" (QRs only where the basis' conditioning requires them; the same
              exponents as a QR every step, up to roundoff); also on one thread ("fast auto, 1 thread").

@@ -12,11 +12,10 @@ loop::
     loss = task_loss + 0.1 * flossing_loss_of(lstm, x, k=8)      # x (B, T, 3), as the module takes it
     loss.backward(); optimizer.step()                             # gradients reach lstm.weight_hh_l0 etc.
 
-How: ``TorchCell(module)`` wraps the module in the cell protocol of ``floss_core.cells.protocol`` with one network (E = 1):
-the state is (1, B, S) with S = H, or S = 2H for an LSTM (h and c concatenated, [h, c]). Its ``step`` calls the
-module itself for the cells, and for ``nn.RNN/LSTM/GRU`` the cell op of the same math (``torch.rnn_tanh_cell``,
-``torch.rnn_relu_cell``, ``torch.lstm_cell``, ``torch.gru_cell``, the ops ``nn.*Cell`` run) on the module's
-``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``. It has no ``step_tangent``: the tangent vectors
+How: ``TorchCell(module)`` wraps the module in the cell protocol of ``floss_core.cells.protocol`` with one network
+(E = 1): the state is (1, B, S) with S = H, or S = 2H for an LSTM (h and c concatenated, [h, c]). Its ``step``
+writes out the module's equations on its own ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (``*_l0`` for
+``nn.RNN/LSTM/GRU``), with the gate equations of ``floss_core.cells.gated`` (one set of equations for both). It has no ``step_tangent``: the tangent vectors
 go through ``torch.func`` Jacobian-vector products of ``step`` (``floss_core.spectrum.jvp_tangent_step``), checked
 against ``torch.func.jacrev`` and finite differences for every supported module. A TorchCell has no readout, so it
 cannot be passed to ``floss_core.train``; keep your own readout and training loop.
