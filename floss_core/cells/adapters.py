@@ -17,8 +17,9 @@ How: ``TorchCell(module)`` wraps the module in the cell protocol of ``floss_core
 writes out the module's equations on its own ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (``*_l0`` for
 ``nn.RNN/LSTM/GRU``), with the gate equations of ``floss_core.cells.gated`` (one set of equations for both). It has
 no ``step_tangent``: the tangent vectors go through ``torch.func`` Jacobian-vector products of ``step``
-(``floss_core.spectrum.jvp_tangent_step``), checked against ``torch.func.jacrev`` and finite differences for every supported module. A TorchCell has no readout, so it
-cannot be passed to ``floss_core.train``; keep your own readout and training loop.
+(``floss_core.spectrum.jvp_tangent_step``), checked against ``torch.func.jacrev`` and finite differences for every
+supported module. A TorchCell has no readout, so it cannot be passed to ``floss_core.train``; keep your own readout
+and training loop.
 
 Inputs are given as the module takes them: ``(T, I)`` for one unbatched sequence, ``(B, T, I)`` for cells and
 ``batch_first=True`` modules, ``(T, B, I)`` for ``batch_first=False`` modules (the PyTorch default). A start state
