@@ -14,6 +14,8 @@ if ! (cd / && python3 -c "import floss_core, pytest, papermill") >/dev/null 2>&1
         python -m pip install -q -e "$_root[dev]" >&2
     fi
 fi
-# Keep Jupyter / IPython / matplotlib state inside the repo, not in $HOME.
+# Keep Jupyter / IPython / matplotlib state inside the repo, not in $HOME. The directories must exist: else
+# IPython warns "not a writable location" and a kernel leaves a directory in the system temp.
 export JUPYTER_CONFIG_DIR="$_root/.home/jupyter" IPYTHONDIR="$_root/.home/ipython" MPLCONFIGDIR="$_root/.home/mpl"
 export JUPYTER_DATA_DIR="$_root/.home/jupyter-data" MPLBACKEND=Agg
+mkdir -p "$JUPYTER_CONFIG_DIR" "$IPYTHONDIR" "$MPLCONFIGDIR" "$JUPYTER_DATA_DIR"

@@ -1,15 +1,13 @@
-"""The figure notebooks run in quick mode, and run_all.sh runs, selects and isolates notebooks as documented.
+"""The figure notebooks run in quick mode and follow the conventions (run_all.sh itself: tests/test_runner.py).
 
 Every notebooks/[0-9][0-9]_*.ipynb is executed with papermill and the quick parameters of
-notebooks/quick_params.yaml (the loader run_all.sh uses), with its figures and cache in pytest's tmp_path. It must
-run, write at least one figure as PNG and PDF, and record finite key numbers (floss_core.plotting.record).
-The run_all.sh tests use throwaway notebooks written into tmp_path (FLOSS_NOTEBOOK_DIR points there).
+notebooks/quick_params.yaml (resolved by the functions run_all.sh uses), with its figures and cache in pytest's
+tmp_path. It must run, write at least one figure as PNG and PDF, and record finite key numbers
+(floss_core.repro.plotting.record).
 """
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,10 +17,11 @@ import pytest
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
 
-from floss_core.notebook_params import QUICK_PARAMS, declared_parameters, load_quick_params, notebook_parameters  # noqa: E402
+from floss_core.repro.runner import declared_parameters, load_quick_params, notebook_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+QUICK_PARAMS = REPO / "notebooks" / "quick_params.yaml"
 QUICK_SECONDS = 60  # target per notebook in quick mode (a warning, not a failure: CI machines vary)
 
 
@@ -61,11 +60,11 @@ def test_notebook_runs_in_quick_mode(notebook, tmp_path, monkeypatch):
     if seconds > QUICK_SECONDS:
         warnings.warn(f"{notebook.stem} took {seconds:.0f} s in quick mode (target < {QUICK_SECONDS} s)")
     pngs = sorted(fig_dir.glob("*.png"))
-    assert pngs, f"{notebook.stem} saved no figure (use floss_core.plotting.save)"
+    assert pngs, f"{notebook.stem} saved no figure (use floss_core.repro.plotting.save)"
     for png in pngs:
         assert png.stat().st_size > 0 and png.with_suffix(".pdf").exists(), f"{png.name} has no PDF twin"
     numbers = fig_dir / f"{notebook.stem}_numbers.json"
-    assert numbers.exists(), f"{notebook.stem} did not call floss_core.plotting.record(...)"
+    assert numbers.exists(), f"{notebook.stem} did not call floss_core.repro.plotting.record(...)"
     assert_finite_numbers(numbers)
 
 
@@ -84,7 +83,7 @@ def test_notebook_follows_the_conventions(notebook):
 
 
 def test_quick_params_cover_exactly_the_notebooks():
-    table = load_quick_params()
+    table = load_quick_params(QUICK_PARAMS)
     stems = {p.stem for p in NOTEBOOKS}
     unknown = set(table) - stems - {"_all"}
     assert not unknown, f"{QUICK_PARAMS.name} has sections for notebooks that do not exist: {sorted(unknown)}"
@@ -97,120 +96,7 @@ def test_quick_params_are_declared_by_the_notebook(notebook):
     notebook_parameters(notebook, quick=True)  # raises on a missing section or an undeclared parameter
 
 
-# -- run_all.sh on throwaway notebooks ------------------------------------------------------------------------------
-
-PARAMETERS = 'quick = False\ndevice = "cpu"\nseed = 0\nsize = 100'
-
-
-def write_notebook(path, body, parameters=PARAMETERS):
-    cell = nbformat.v4.new_code_cell(parameters)
-    cell.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
-
-def figure_body(name, fail=False):
-    return f"""\
-import sys
-import matplotlib.pyplot as plt
-from floss_core.repro import plotting
-plotting.setup()
-fig, ax = plt.subplots()
-ax.plot([0, size], [0, 1])
-plotting.save(fig, {name!r})
-plotting.record({{"size": size, "quick": int(quick)}})
-open(plotting.fig_dir() / "kernel.txt", "w").write(sys.prefix + "\\n" + device)
-""" + ("raise RuntimeError('this notebook fails on purpose')\n" if fail else "")
-
-
-@pytest.fixture
-def project(tmp_path):
-    """Four notebooks (02 fails after writing its figure, 04 has a typo in its quick parameters) and the quick
-    parameter file."""
-    nb_dir = tmp_path / "notebooks"
-    nb_dir.mkdir()
-    write_notebook(nb_dir / "01_alpha_first.ipynb", figure_body("alpha"))
-    write_notebook(nb_dir / "02_beta_fails.ipynb", figure_body("beta", fail=True))
-    write_notebook(nb_dir / "03_alpha_last.ipynb", figure_body("gamma"))
-    write_notebook(nb_dir / "04_delta_typo.ipynb", figure_body("delta"))
-    (nb_dir / "quick_params.yaml").write_text("_all:\n  quick: true\n  undeclared_elsewhere: 1\n"
-                                              "01_alpha_first:\n  size: 3\n02_beta_fails: {}\n"
-                                              "03_alpha_last: {}\n04_delta_typo:\n  sizee: 3\n")
-    return tmp_path
-
-
-def run_all(project, *args, quick_params=True):
-    env = dict(os.environ, FLOSS_NOTEBOOK_DIR=str(project / "notebooks"), FLOSS_FIG_DIR=str(project / "figures"),
-               FLOSS_CACHE_DIR=str(project / "cache"), FLOSS_EXECUTED_DIR=str(project / "executed"),
-               FLOSS_THREADS=os.environ.get("FLOSS_TEST_THREADS", "1"))
-    if quick_params:
-        env["FLOSS_QUICK_PARAMS"] = str(project / "notebooks" / "quick_params.yaml")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # this venv first
-    return subprocess.run([str(REPO / "run_all.sh"), *args], env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_run_all_isolates_a_failing_notebook(project):
-    figures = project / "figures"
-    figures.mkdir()
-    (figures / "beta.png").write_bytes(b"previous beta figure")
-    (figures / "beta.pdf").write_bytes(b"previous beta pdf")
-    out = run_all(project, "--quick")
-    log = out.stdout + out.stderr
-    assert out.returncode == 1, log
-    assert "FAILED: 02_beta_fails 04_delta_typo" in out.stderr, log
-    assert "[1/4] 01_alpha_first" in out.stdout and "[3/4] 03_alpha_last" in out.stdout, log
-    assert "sizee" in (project / "executed" / "quick" / "04_delta_typo.log").read_text()
-    assert not (figures / "delta.png").exists()
-    # the failing notebook's half-written figure did not replace the previous one; the others ran
-    assert (figures / "beta.png").read_bytes() == b"previous beta figure"
-    assert (figures / "beta.pdf").read_bytes() == b"previous beta pdf"
-    for name in ("alpha", "gamma"):
-        assert (figures / f"{name}.png").stat().st_size > 100 and (figures / f"{name}.pdf").exists()
-    assert not list((project / "executed").rglob(".figures-*")), "temporary figure directories left behind"
-    # quick parameters: the notebook's own section and `_all`, undeclared `_all` entries skipped
-    assert json.loads((figures / "01_alpha_first_numbers.json").read_text()) == {"size": 3, "quick": 1}
-    assert json.loads((figures / "03_alpha_last_numbers.json").read_text()) == {"size": 100, "quick": 1}
-    # the kernel runs in this environment (the venv), and executed notebooks and logs are kept
-    prefix, device = (figures / "kernel.txt").read_text().split("\n")
-    assert Path(prefix).resolve() == Path(sys.prefix).resolve() and device == "cpu"
-    assert (project / "executed" / "quick" / "02_beta_fails.ipynb").exists()
-    assert "on purpose" in (project / "executed" / "quick" / "02_beta_fails.log").read_text()
-
-
-def test_run_all_selects_by_name_and_passes_the_device(project):
-    out = run_all(project, "alpha_f", "--device", "cuda-test")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "[1/1] 01_alpha_first" in out.stdout
-    numbers = json.loads((project / "figures" / "01_alpha_first_numbers.json").read_text())
-    assert numbers == {"size": 100, "quick": 0}  # paper scale: the notebook's own defaults
-    assert (project / "figures" / "kernel.txt").read_text().endswith("\ncuda-test")
-    assert not (project / "figures" / "gamma.png").exists()
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--bogus"], "unknown option"),
-    (["zeta"], "unknown notebook"),
-    (["alpha"], "ambiguous"),
-    (["--device"], "needs a value"),
-])
-def test_run_all_rejects_bad_arguments(project, args, message):
-    out = run_all(project, *args)
-    assert out.returncode == 2 and message in out.stderr, out.stdout + out.stderr
-    assert "[1/" not in out.stdout
-
-
-def test_run_all_list_resolves_prefixes_and_shows_parameters(project):
-    out = run_all(project, "--list", "--quick", "03", "01_alpha", "01", "delta")
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert [line for line in lines if not line.startswith(" ")] == ["01_alpha_first", "03_alpha_last", "04_delta_typo"]
-    assert "    size: 3" in lines and "    quick: true" in lines
-    assert not any("undeclared_elsewhere" in line for line in lines)
-    assert any("sizee" in line and "does not declare" in line for line in lines)
-
-
-# -- floss_core.plotting, which every notebook uses ----------------------------------------------------------------
+# -- floss_core.repro.plotting, which every notebook uses ----------------------------------------------------------------
 
 def test_plotting_save_record_and_median_band(tmp_path, monkeypatch):
     import matplotlib
