@@ -111,8 +111,8 @@ def main():
         exec(params_src, ns)
         declared = {k for k in ns if not k.startswith("__")}
         if args.quick:
-            from floss_core.notebook_params import quick_parameters
-            ns.update(quick_parameters(stem, declared=declared))
+            from floss_core.repro.runner import quick_parameters
+            ns.update(quick_parameters(stem, ROOT / "notebooks" / "quick_params.yaml", declared=declared))
         ns["device"] = args.device
         computes = []
 

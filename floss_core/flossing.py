@@ -25,7 +25,7 @@ from .checks import check_choice, check_int, check_number
 from .ensemble import frozen_step, nonfinite_networks
 from .rng import check_generator, draw
 from .spectrum import DEFAULT_METHOD, GRADIENT_MODES, METHODS, lyapunov_spectrum
-from .tasks import bit_signal, random_bits
+from .tasks import InputEncoding, bit_signal, random_bits
 
 __all__ = ["FlossConfig", "flossing_loss", "flossing_inputs", "flossing_spectrum", "flossed_parameters", "floss",
            "FlossResult"]
@@ -46,7 +46,8 @@ class FlossConfig:
     gradient: str = "full"  # "full" (through the state trajectory) or "detached"
     method: str = DEFAULT_METHOD  # spectrum engine, "fast" or "reference" (the same numbers up to roundoff)
     params: tuple = ("W", "U", "b")  # which parameters flossing updates
-    input: str = "task"  # flossing inputs: "task" (random +-1 bits like the task's) or "zero"
+    input: str = "task"  # flossing inputs: "task" (random bits, encoded like the task's) or "zero"
+    encoding: InputEncoding = InputEncoding()  # how "task" inputs are encoded: the task's (the author's by default)
 
     def __post_init__(self):
         check_int("FlossConfig.k", self.k, 1)
@@ -65,6 +66,8 @@ class FlossConfig:
             raise ValueError(f"FlossConfig.params must be a non-empty tuple of parameter names, got {self.params!r}")
         object.__setattr__(self, "params", tuple(self.params))
         check_choice("FlossConfig.input", self.input, ("task", "zero"))
+        if not isinstance(self.encoding, InputEncoding):
+            raise ValueError(f"FlossConfig.encoding must be an InputEncoding, got {self.encoding!r}")
 
 
 def flossing_loss(exponents: torch.Tensor, target: float = 0.0) -> torch.Tensor:
@@ -81,7 +84,8 @@ def flossing_inputs(model, config: FlossConfig, generator=None) -> torch.Tensor:
     shape = (config.batch, config.seq_len, I)
     if config.input == "zero":
         return torch.zeros(E, *shape, dtype=p.dtype, device=p.device)
-    return bit_signal(random_bits(E, *shape, generator=generator, device=p.device), p.dtype, p.device)
+    bits = random_bits(E, *shape, generator=generator, device=p.device)  # (E, batch, seq_len, I)
+    return bit_signal(bits, config.encoding, dtype=p.dtype, device=p.device)
 
 
 def flossing_spectrum(model, config: FlossConfig = FlossConfig(), *, generator=None, k: int | None = None,

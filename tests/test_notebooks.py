@@ -96,7 +96,7 @@ def test_quick_params_are_declared_by_the_notebook(notebook):
     notebook_parameters(notebook, quick=True)  # raises on a missing section or an undeclared parameter
 
 
-# -- floss_core.repro.plotting, which every notebook uses ----------------------------------------------------------------
+# -- floss_core.repro.plotting, which every notebook uses ---------------------------------------------------------
 
 def test_plotting_save_record_and_median_band(tmp_path, monkeypatch):
     import matplotlib

@@ -274,8 +274,8 @@ def test_list_shows_each_notebooks_effective_parameters_and_runs_nothing(project
     assert not any("undeclared_elsewhere" in line for line in lines)
     assert any("sizee" in line and "does not declare" in line for line in lines)
     out = run(project, "--list", "--device", "cpu:0", "01")
-    assert out.out.splitlines() == ["01_alpha_first", "    quick: False", '    device: "cpu:0"   (--device; default "cpu")',
-                                    "    seed: 0", "    size: 100"]
+    assert out.out.splitlines() == ["01_alpha_first", "    quick: False",
+                                    '    device: "cpu:0"   (--device; default "cpu")', "    seed: 0", "    size: 100"]
     assert not any((project / d).exists() for d in ("figures", "cache", "executed"))
 
 

@@ -9,7 +9,7 @@ from ..cells import ModelConfig
 from ..checks import check_choice, check_int
 from ..ensemble import concat_networks
 from ..flossing import FlossConfig, floss
-from ..tasks import TASKS, TaskConfig
+from ..tasks import TASKS, InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
 from .common import as_tuple, check_seed, generator
 
@@ -26,6 +26,7 @@ class ComplexitySweep:
     n_networks: int = 5  # networks (seeds) per C and k
     seq_len: int = TaskConfig.seq_len
     batch: int = TaskConfig.batch
+    encoding: InputEncoding = InputEncoding()  # of the tasks and the flossing inputs (replaces FlossConfig.encoding)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig(record_every=0)  # figure 5 records no exponents during training
     floss: FlossConfig = FlossConfig()  # its k is replaced by each of ks
@@ -44,7 +45,7 @@ class ComplexitySweep:
 
     def task_config(self, n_channels: int) -> TaskConfig:
         return TaskConfig(name=self.task, delay=self.delay, seq_len=self.seq_len, batch=self.batch,
-                          n_channels=n_channels)
+                          n_channels=n_channels, encoding=self.encoding)
 
 
 def complexity_sweep(sweep: ComplexitySweep, *, device: str = "cpu", progress: bool = True) -> dict:
@@ -60,16 +61,18 @@ def complexity_sweep(sweep: ComplexitySweep, *, device: str = "cpu", progress: b
     out = {"channels": list(s.channels), "ks": list(s.ks), "task": s.task, "delay": s.delay, "accuracy": [],
            "failed": []}
     for C in s.channels:
-        base = s.model.build(C, C, n_networks=S, generator=generator(s.seed + 100 * C), device=device)
+        base = s.model.build(C, s.task_config(C).n_outputs, n_networks=S, generator=generator(s.seed + 100 * C),
+                             device=device)
         members = []
         for k in s.ks:
             model = copy.deepcopy(base)
             if k:
-                config = dataclasses.replace(s.floss, k=min(k, s.model.n_hidden))
+                config = dataclasses.replace(s.floss, k=min(k, s.model.n_hidden), encoding=s.encoding)
                 floss(model, s.schedule.pre_steps, config=config, generator=generator(s.seed + 1), progress=progress)
             members.append(model)
         model = concat_networks(members)
-        h = train(model, s.task_config(C), config=s.train, schedule=FlossSchedule.none(),
+        h = train(model, s.task_config(C), config=s.train,
+                  floss_config=dataclasses.replace(s.floss, encoding=s.encoding), schedule=FlossSchedule.none(),
                   generator=generator(s.seed + 2), progress=progress)
         n = h.accuracy.shape[0]
         out["accuracy"].append(h.accuracy.reshape(n, len(s.ks), S))

@@ -3,13 +3,14 @@ flossing before and during training."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from ..cells import ModelConfig
 from ..checks import check_choice, check_int
 from ..ensemble import concat_networks, tile_networks
 from ..flossing import FlossConfig, floss
-from ..tasks import TASKS, TaskConfig
+from ..tasks import TASKS, InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
 from .common import as_tuple, check_seed, generator
 
@@ -27,6 +28,7 @@ class DelaySweep:
     n_networks: int = 5  # networks (seeds) per task, delay and condition
     seq_len: int = TaskConfig.seq_len  # T of the training sequences
     batch: int = TaskConfig.batch  # sequences per training step
+    encoding: InputEncoding = InputEncoding()  # of the tasks and the flossing inputs (replaces FlossConfig.encoding)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     floss: FlossConfig = FlossConfig()
@@ -46,8 +48,12 @@ class DelaySweep:
 
     def grid(self) -> list:
         """The TaskConfig of every network of one condition: ``e = (j * D + d) * S + s`` for task j, delay d, seed s."""
-        return [TaskConfig(name=t, delay=d, seq_len=self.seq_len, batch=self.batch)
+        return [TaskConfig(name=t, delay=d, seq_len=self.seq_len, batch=self.batch, encoding=self.encoding)
                 for t in self.tasks for d in self.delays for _ in range(self.n_networks)]
+
+    def floss_config(self) -> FlossConfig:
+        """The flossing config, its inputs encoded like the tasks'."""
+        return dataclasses.replace(self.floss, encoding=self.encoding)
 
 
 def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True) -> dict:
@@ -68,7 +74,8 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
     pre = None
     if any(c != "none" for c in s.conditions) and s.schedule.pre_steps:
         pre = copy.deepcopy(base)
-        res = floss(pre, s.schedule.pre_steps, config=s.floss, generator=generator(s.seed + 1), progress=progress)
+        res = floss(pre, s.schedule.pre_steps, config=s.floss_config(), generator=generator(s.seed + 1),
+                    progress=progress)
         out["pre_floss_exponents"] = res.exponents
     during = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
                            max_episodes=s.schedule.max_episodes)
@@ -77,7 +84,7 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
         if not group:
             continue
         model = concat_networks([tile_networks(base if c == "none" or pre is None else pre, J * D) for c in group])
-        h = train(model, grid * len(group), config=s.train, floss_config=s.floss,
+        h = train(model, grid * len(group), config=s.train, floss_config=s.floss_config(),
                   schedule=FlossSchedule.none() if group[0] != "pre+during" else during,
                   generator=generator(s.seed + 2), progress=progress)
         n, r = h.accuracy.shape[0], len(h.exponent_steps)

@@ -45,11 +45,11 @@ class FlossingSweep:
         check_seed("FlossingSweep.seed", self.seed)
 
 
-def _drive(E: int, batch: int, T: int, kind: str, gen, dtype, device) -> torch.Tensor:
-    """(E, batch, T, 1) inputs like the flossing's: random bits ("task") or zeros ("zero")."""
-    if kind == "zero":
+def _drive(E: int, batch: int, T: int, config: FlossConfig, gen, dtype, device) -> torch.Tensor:
+    """(E, batch, T, 1) inputs like the flossing's: random bits ("task", encoded alike) or zeros ("zero")."""
+    if config.input == "zero":
         return torch.zeros(E, batch, T, 1, dtype=dtype, device=device)
-    return bit_signal(random_bits(E, batch, T, 1, generator=gen), dtype, device)
+    return bit_signal(random_bits(E, batch, T, 1, generator=gen), config.encoding, dtype=dtype, device=device)
 
 
 def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool = True) -> dict:
@@ -73,9 +73,9 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
     with torch.no_grad():
         base.W.mul_(gain_of.to(base.W).view(E, 1, 1))
     spectrum_k = min(s.spectrum_k, s.model.n_hidden)
-    f64, kind = torch.float64, s.floss.input
-    drive_spec = _drive(E, 4, s.spectrum_steps, kind, generator(s.seed + 1), base.W.dtype, device)
-    drive_long = _drive(E, 8, s.horizon + 1, kind, generator(s.seed + 2), f64, device)
+    f64 = torch.float64
+    drive_spec = _drive(E, 4, s.spectrum_steps, s.floss, generator(s.seed + 1), base.W.dtype, device)
+    drive_long = _drive(E, 8, s.horizon + 1, s.floss, generator(s.seed + 2), f64, device)
     drive_sv = drive_long[:, :1, :s.horizon]
 
     def measure(model):

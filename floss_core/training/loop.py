@@ -82,9 +82,13 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
     check_checkpoint(config.checkpoint, "TrainConfig.checkpoint")  # before any training step
     check_generator(generator, E)
     tasks = per_network_tasks(task, E)
-    if tasks[0].n_channels != model.input_size or tasks[0].n_channels != model.output_size:
-        raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_channels} channel(s) but the model has "
-                         f"{model.input_size} input(s) and {model.output_size} output(s)")
+    if tasks[0].n_inputs != model.input_size or tasks[0].n_outputs != model.output_size:
+        raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_inputs} input and {tasks[0].n_outputs} target "
+                         f"channel(s) but the model has {model.input_size} input(s) and {model.output_size} "
+                         "output(s)")
+    if floss_config.input == "task" and any(t.encoding != floss_config.encoding for t in tasks):
+        raise ValueError(f"FlossConfig.encoding={floss_config.encoding} differs from the task's encoding "
+                         f"{tasks[0].encoding}: flossing inputs are drawn like the task's (set both alike)")
     params = [p for name, p in model.named_parameters() if config.train_h0 or name != "h0"]
     opt = torch.optim.Adam(params, lr=config.lr)
     floss_opt = None

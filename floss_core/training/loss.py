@@ -9,7 +9,7 @@ import torch.utils.checkpoint
 
 from ..cells.protocol import unroll
 from ..checks import check_int
-from ..tasks import TaskBatch, TaskConfig, make_batch
+from ..tasks import TaskBatch, TaskConfig
 
 __all__ = ["rollout", "sample_task", "task_loss", "per_network_tasks", "check_checkpoint"]
 
@@ -24,9 +24,10 @@ def per_network_tasks(task, n_networks: int) -> list:
     tasks = [task] * n_networks if isinstance(task, TaskConfig) else list(task)
     if len(tasks) != n_networks or not all(isinstance(t, TaskConfig) for t in tasks):
         raise ValueError(f"task must be a TaskConfig or a sequence of {n_networks} TaskConfigs (one per network)")
-    shapes = {(t.seq_len, t.batch, t.n_channels) for t in tasks}
+    shapes = {(t.seq_len, t.batch, t.n_inputs, t.n_outputs) for t in tasks}
     if len(shapes) > 1:
-        raise ValueError(f"per-network tasks must share seq_len, batch and n_channels, got {sorted(shapes)}")
+        raise ValueError(f"per-network tasks must share seq_len, batch and their input and output channels, got "
+                         f"(seq_len, batch, inputs, outputs) = {sorted(shapes)}")
     return tasks
 
 
@@ -41,8 +42,7 @@ def sample_task(task, model, generator=None) -> TaskBatch:
     p = next(model.parameters())
 
     def one(t, n, g):
-        return make_batch(t.name, delay=t.delay, seq_len=t.seq_len, batch=t.batch, n_networks=n,
-                          n_channels=t.n_channels, n_bits=t.n_bits, generator=g)
+        return t.sample(n, g)
 
     if isinstance(generator, (list, tuple)):
         if len(generator) != E:
