@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from floss_core.tasks import TASKS, TaskBatch, TaskConfig, delay_from_author, make_batch, task_n_bits
+from floss_core.tasks import (TASKS, InputEncoding, TaskBatch, TaskConfig, delay_from_author, make_batch,
+                              task_n_bits)
 
 
 def _gen(seed=0):
@@ -67,11 +68,41 @@ def test_multichannel_targets_match_numpy_reference_per_channel(task, n_bits, de
 
 
 def test_input_is_exactly_two_bits_minus_one():
-    b = make_batch("xor", delay=4, seq_len=20, batch=5, n_networks=2, n_channels=2, generator=_gen(5))
+    b = make_batch("xor", delay=4, seq_len=20, batch=5, n_networks=2, n_channels=2, generator=_gen(5),
+                   encoding=InputEncoding("pm1"))
     assert b.bits.dtype == torch.int64
     assert set(b.bits.unique().tolist()) <= {0, 1}
     assert torch.equal(b.inputs, (2 * b.bits - 1).to(b.inputs.dtype))
     assert b.inputs.dtype == torch.get_default_dtype()
+
+
+@pytest.mark.parametrize("C, amplitude", [(1, 1.0), (4, 1.0), (3, 2.5)])
+def test_author_encoding_is_bits_times_amplitude_over_channels(C, amplitude):
+    """The author's code: bits in {0, 1} times I1, the input drive divided by the number of input channels."""
+    b = make_batch("copy", delay=2, seq_len=12, batch=3, n_networks=2, n_channels=C, generator=_gen(5),
+                   encoding=InputEncoding("author", amplitude))
+    torch.testing.assert_close(b.inputs, b.bits.to(b.inputs.dtype) * amplitude / C, atol=1e-7, rtol=0)
+    assert TaskConfig().encoding == InputEncoding() == InputEncoding("author", 1.0)  # the default
+
+
+def test_hierarchical_xor_is_the_parity_of_2_to_the_h_bits_at_multiples_of_the_delay():
+    t = TaskConfig.hierarchical_xor(2, 3, seq_len=40, batch=4)
+    assert (t.name, t.n_bits, t.delay) == ("parity", 4, 12)
+    b = t.sample(2, _gen(7))
+    bits = b.bits[..., 0]
+    expected = bits[:, :, 9:37] ^ bits[:, :, 6:34] ^ bits[:, :, 3:31] ^ bits[:, :, 0:28]  # lags 3, 6, 9, 12
+    assert torch.equal(b.targets[:, :, 12:, 0].long(), expected)
+    assert TaskConfig.hierarchical_xor(1, 5).delay == 10  # h = 1: the delayed XOR, lags 5 and 10
+
+
+def test_channel_xor_has_one_target_the_xor_of_the_channels_at_the_delay():
+    b = make_batch("channel_xor", delay=3, seq_len=15, batch=4, n_networks=2, n_channels=3, generator=_gen(9))
+    assert b.inputs.shape == (2, 4, 15, 3) and b.targets.shape == b.mask.shape == (2, 4, 15, 1)
+    expected = b.bits[:, :, :12].sum(-1) % 2  # b^1 xor b^2 xor b^3 at t - 3
+    assert torch.equal(b.targets[:, :, 3:, 0].long(), expected) and torch.all(b.mask[:, :, :3] == 0)
+    with pytest.raises(ValueError, match="n_channels"):
+        TaskConfig(name="channel_xor", delay=3, n_channels=1)
+    assert TaskConfig(name="channel_xor", delay=3, n_channels=4).n_outputs == 1
 
 
 def test_mask_zero_exactly_before_delay_and_masked_targets_zero():
@@ -106,7 +137,8 @@ def test_networks_get_different_bits():
 
 
 def test_bits_roughly_balanced():
-    b = make_batch("copy", delay=1, seq_len=500, batch=64, n_networks=2, generator=_gen(8))
+    b = make_batch("copy", delay=1, seq_len=500, batch=64, n_networks=2, generator=_gen(8),
+                   encoding=InputEncoding("pm1"))
     assert abs(b.bits.double().mean().item() - 0.5) < 0.05
     assert abs(b.inputs.double().mean().item()) < 0.1  # zero-mean +-1 input
 
@@ -123,7 +155,7 @@ def test_delay_from_author_mapping():
 
 
 def test_task_n_bits():
-    assert TASKS == ("copy", "xor", "parity")
+    assert TASKS == ("copy", "xor", "parity", "channel_xor")
     assert task_n_bits("copy", None) == 1
     assert task_n_bits("xor", None) == 2
     assert task_n_bits("xor", 2) == 2
@@ -193,3 +225,20 @@ def test_bad_delay_from_author_raises_value_error():
         delay_from_author("xor", 0)
     with pytest.raises(ValueError, match="requires n_bits"):
         delay_from_author("parity", 3)
+
+
+@pytest.mark.parametrize("C, low, high", [(1, -0.40, -0.22), (4, -0.30, -0.10)])
+def test_untrained_networks_with_the_author_encoding_are_as_contracting_as_the_authors(C, low, high):
+    """Median lambda_1 at g = 1, N = 80 with task inputs: about -0.32 (1 channel) and -0.21 (4 channels) with the
+    author's encoding, against -0.47 and -0.74 with +-1 bits and no 1/C (PAPER.md)."""
+    from floss_core import ModelConfig, lyapunov_spectrum
+
+    medians = {}
+    for kind in ("author", "pm1"):
+        g = _gen(11)
+        model = ModelConfig().build(C, C, n_networks=16, generator=g)
+        task = TaskConfig(name="copy", delay=1, seq_len=600, batch=2, n_channels=C, encoding=InputEncoding(kind))
+        with torch.no_grad():
+            medians[kind] = float(lyapunov_spectrum(model, task.sample(16, g).inputs, 1, generator=g)[:, 0].median())
+    assert low < medians["author"] < high
+    assert medians["pm1"] < medians["author"] - 0.1
