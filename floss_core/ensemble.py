@@ -18,7 +18,7 @@ import torch
 from .checks import check_int
 
 __all__ = ["clip_per_network_", "grad_norm_per_network", "nonfinite_networks", "frozen_step", "tile_networks",
-           "concat_networks"]
+           "tile_optimizer", "concat_networks"]
 
 def grad_norm_per_network(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """Total gradient norm of each network over all parameter arrays: (E,). Missing gradients count as zero."""
@@ -101,4 +101,23 @@ def concat_networks(models: Sequence):
                 raise ValueError(f"cannot concatenate ensembles whose parameter {name!r} shapes differ")
             p.data = torch.cat([q.detach() for q in parts], dim=0)
     assert names == [n for n, _ in out.named_parameters()]
+    return out
+
+
+def tile_optimizer(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], times: int):
+    """A new optimizer of the same class and settings over ``params``, the parameters of a ``tile_networks(model,
+    times)`` copy, whose per-network state is ``times`` copies of ``optimizer``'s (state tensors shaped like their
+    parameter are repeated along the network dimension; scalars such as Adam's step are copied). So a tiled ensemble
+    continues exactly as each original network would (e.g. one flossing Adam from preflossing into later episodes)."""
+    check_int("times", times, 1)
+    old = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(old) != len(params) or any(q.shape[1:] != p.shape[1:] or p.shape[0] != times * q.shape[0]
+                                      for q, p in zip(old, params)):
+        raise ValueError("params must be the tiled copies of the optimizer's parameters, in the same order")
+    out = type(optimizer)(params, **optimizer.defaults)
+    for q, p in zip(old, params):
+        for key, value in optimizer.state.get(q, {}).items():
+            tiled = isinstance(value, torch.Tensor) and value.shape == q.shape
+            out.state[p][key] = value.repeat(times, *([1] * (value.dim() - 1))) if tiled else \
+                value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
     return out

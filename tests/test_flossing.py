@@ -151,3 +151,27 @@ def test_bad_flossing_arguments_raise():
         floss(m, 1, config=FlossConfig(k=2, params=("W", "Z")))
     with pytest.raises(ValueError, match="input"):
         floss(m, 1, config=FlossConfig(k=2, input="noise"))
+
+
+def test_tiled_optimizer_continues_each_copy_as_its_original_alone():
+    """tile_optimizer: one flossing Adam from preflossing on, across an ensemble tiled for a sweep."""
+    import copy
+
+    from floss_core.ensemble import tile_networks, tile_optimizer
+    from floss_core.flossing import flossed_parameters
+
+    cfg = FlossConfig(k=2, seq_len=12, n_transient=4, method="reference")
+    m = TanhRNN(1, 6, 1, n_networks=2, generator=gen(70), dtype=torch.float64)
+    opt = torch.optim.Adam(flossed_parameters(m, cfg), lr=cfg.lr)
+    floss(m, 3, config=cfg, generator=gen(71), optimizer=opt)
+    tiled = tile_networks(m, 3)  # network r * 2 + e is a copy of network e
+    topt = tile_optimizer(opt, flossed_parameters(tiled, cfg), 3)
+    floss(tiled, 2, config=cfg, generator=[gen(80 + i) for i in range(6)], optimizer=topt)
+    for i in (1, 5):  # copies of network 1 (r * 2 + 1) with their own data
+        alone = copy.deepcopy(m)
+        alone_opt = torch.optim.Adam(flossed_parameters(alone, cfg), lr=cfg.lr)
+        alone_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # (load_state_dict shares the step tensor)
+        floss(alone, 2, config=cfg, generator=[gen(80 + i - 1), gen(80 + i)], optimizer=alone_opt)
+        torch.testing.assert_close(tiled.W[i], alone.W[1], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="tiled copies"):
+        tile_optimizer(opt, flossed_parameters(tiled, cfg)[:2], 3)

@@ -58,7 +58,8 @@ def _record_exponents(model, floss_config: FlossConfig, k: int, generator):
 
 
 def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss_config: FlossConfig = FlossConfig(),
-          schedule: FlossSchedule = FlossSchedule(), generator=None, progress: bool = True) -> History:
+          schedule: FlossSchedule = FlossSchedule(), generator=None, floss_optimizer=None,
+          progress: bool = True) -> History:
     """Train every network of ``model`` on ``task``, in place, with the flossing ``schedule``.
 
     Main arguments:
@@ -72,6 +73,9 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         schedule: FlossSchedule (default: the author's run, preflossing and two episodes during training;
             ``FlossSchedule.none()`` for plain training, ``FlossSchedule.pre()`` for preflossing only).
         generator: torch.Generator, or a list of one per network (then network e's data depend on generator e only).
+        floss_optimizer: an optimizer over the flossed parameters (``FlossConfig.params``) to continue, e.g. the one
+            that preflossed these networks (the author keeps one flossing Adam from preflossing on); default: a new
+            Adam with ``FlossConfig.lr`` at the first flossing step.
         progress: tqdm progress bar; False for silence.
     """
     E = model.n_networks
@@ -91,8 +95,12 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
                          f"{tasks[0].encoding}: flossing inputs are drawn like the task's (set both alike)")
     params = [p for name, p in model.named_parameters() if config.train_h0 or name != "h0"]
     opt = torch.optim.Adam(params, lr=config.lr)
-    floss_opt = None
+    floss_opt = floss_optimizer
     floss_params = flossed_parameters(model, floss_config)
+    if floss_opt is not None and {id(p) for g in floss_opt.param_groups for p in g["params"]} != \
+            {id(p) for p in floss_params}:
+        raise ValueError("floss_optimizer must optimize exactly the flossed parameters (FlossConfig.params) of "
+                         "this model")
     if schedule.flosses:  # flossing happens: k must fit (else k only sets how many exponents are recorded)
         check_floss_k(model, floss_config)
     record_k = config.recorded_k(floss_config.k, model.state_size)
@@ -101,7 +109,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
 
     pre = None
     if schedule.pre_steps:
-        floss_opt = torch.optim.Adam(floss_params, lr=floss_config.lr)
+        floss_opt = floss_opt or torch.optim.Adam(floss_params, lr=floss_config.lr)
         pre = floss(model, schedule.pre_steps, config=floss_config, generator=generator, optimizer=floss_opt,
                     failed=failed, progress=progress)
         failed_step[pre.failed] = -2
