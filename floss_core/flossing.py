@@ -47,7 +47,7 @@ class FlossConfig:
     method: str = DEFAULT_METHOD  # spectrum engine, "fast" or "reference" (the same numbers up to roundoff)
     params: tuple = ("W", "U", "b")  # which parameters flossing updates
     input: str = "task"  # flossing inputs: "task" (random bits, encoded like the task's) or "zero"
-    encoding: InputEncoding = InputEncoding()  # how "task" inputs are encoded: the task's (the author's by default)
+    encoding: InputEncoding = InputEncoding()  # how "task" inputs are encoded (train and the sweeps: the task's)
 
     def __post_init__(self):
         check_int("FlossConfig.k", self.k, 1)

@@ -143,3 +143,26 @@ def test_unstorable_results_and_params_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="name"):
         cached("../escape", {}, Counter(), cache_dir=tmp_path)
     assert not list(tmp_path.glob("*.pt"))
+
+
+@dataclass(frozen=True)
+class Inner:
+    k: int = 4
+
+
+@dataclass(frozen=True)
+class Sweep:
+    delays: tuple = (4, 8)
+    inner: Inner = Inner()
+
+
+def test_dataclass_params_are_keyed_by_their_fields(tmp_path):
+    compute = Counter()
+    cached("demo", {"sweep": Sweep(), "device": "cpu"}, compute, cache_dir=tmp_path)
+    cached("demo", {"sweep": {"delays": [4, 8], "inner": {"k": 4}}, "device": "cpu"}, compute, cache_dir=tmp_path)
+    cached("demo", Sweep(), compute, cache_dir=tmp_path)
+    assert compute.calls == 2  # a dataclass inside the params is its asdict; the whole params may be one too
+    cached("demo", {"sweep": Sweep(inner=Inner(k=5)), "device": "cpu"}, compute, cache_dir=tmp_path)
+    assert compute.calls == 3
+    meta = [json.loads(p.read_text()) for p in tmp_path.glob("demo-*.json")]
+    assert {"sweep": {"delays": [4, 8], "inner": {"k": 5}}, "device": "cpu"} in [m["params"] for m in meta]

@@ -3,8 +3,10 @@
 Every notebooks/[0-9][0-9]_*.ipynb is executed with papermill and the quick parameters of
 notebooks/quick_params.yaml (resolved by the functions run_all.sh uses), with its figures and cache in pytest's
 tmp_path. It must run, write at least one figure as PNG and PDF, and record finite key numbers
-(floss_core.repro.plotting.record).
+(floss_core.repro.plotting.record). Every notebook is a jupytext pair: its percent-format notebooks/NN_name.py (the
+source) and the .ipynb made from it by `jupytext --sync` hold the same cells (see notebooks/_template.md).
 """
+import ast
 import json
 import math
 import os
@@ -16,12 +18,14 @@ import pytest
 
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
+jupytext = pytest.importorskip("jupytext")
 
 from floss_core.repro.runner import declared_parameters, load_quick_params, notebook_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 QUICK_PARAMS = REPO / "notebooks" / "quick_params.yaml"
+SOURCES = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))  # their jupytext percent-format sources
 QUICK_SECONDS = 60  # target per notebook in quick mode (a warning, not a failure: CI machines vary)
 
 
@@ -58,7 +62,8 @@ def test_notebook_runs_in_quick_mode(notebook, tmp_path, monkeypatch):
                                cwd=str(notebook.parent), progress_bar=False)
     seconds = time.perf_counter() - start
     if seconds > QUICK_SECONDS:
-        warnings.warn(f"{notebook.stem} took {seconds:.0f} s in quick mode (target < {QUICK_SECONDS} s)")
+        warnings.warn(f"{notebook.stem} took {seconds:.0f} s in quick mode (target < {QUICK_SECONDS} s)",
+                      stacklevel=2)
     pngs = sorted(fig_dir.glob("*.png"))
     assert pngs, f"{notebook.stem} saved no figure (use floss_core.repro.plotting.save)"
     for png in pngs:
@@ -82,6 +87,78 @@ def test_notebook_follows_the_conventions(notebook):
     assert not missing, f"{notebook.name}'s parameters cell does not declare {sorted(missing)}"
 
 
+def test_every_notebook_is_a_jupytext_pair():
+    assert SOURCES, "no notebooks/NN_name.py sources"
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS], \
+        "every notebooks/NN_name.py needs its .ipynb and the reverse: run `jupytext --sync notebooks/NN_name.py`"
+
+
+def cells_of(nb):
+    return [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_notebook_pair_is_in_sync(source):
+    """The .ipynb holds exactly the cells of the .py (sources, cell types, the parameters tag), so what runs
+    (the .ipynb) is what is reviewed (the .py)."""
+    text = jupytext.read(source, fmt="py:percent")
+    assert text.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent", \
+        f"{source.name}'s header must pair it: jupytext: formats: ipynb,py:percent"
+    assert text.metadata.get("kernelspec", {}).get("name") == "python3", f"{source.name} needs kernelspec python3"
+    notebook = source.with_suffix(".ipynb")
+    nb = nbformat.read(notebook, as_version=4)
+    assert cells_of(nb) == cells_of(text), \
+        f"{notebook.name} is out of sync with {source.name}: run `jupytext --sync notebooks/{source.name}`"
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{notebook.name} needs unique cell ids (jupytext --sync)"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_opens_with_its_claim_and_ends_with_what_we_found(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    first, last = nb.cells[0], nb.cells[-1]
+    assert first.cell_type == "markdown", f"{notebook.name} must open with a markdown cell (its claim)"
+    for part in ("**Claim", "**What to look for.**", "**Runtime.**"):
+        assert part in first.source, f"{notebook.name}'s first cell lacks {part!r}"
+    assert last.cell_type == "markdown" and last.source.startswith("## What we found"), \
+        f"{notebook.name} must end with a markdown cell '## What we found'"
+
+
+def parameters_cell(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return cell.source
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_parameters_are_plain_and_seen_by_papermill(notebook):
+    """Every name the parameters cell assigns is a plain literal (scalars, strings, lists, dicts) that papermill
+    can override; papermill skips a line with a second '=' (e.g. in its comment), so that one could not be."""
+    tree = ast.parse(parameters_cell(notebook))
+    assigned = {}
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+            f"{notebook.name}: the parameters cell holds only `name = value` lines, got {ast.unparse(node)!r}"
+        assigned[node.targets[0].id] = ast.literal_eval(node.value)  # raises for anything but a plain literal
+    declared = declared_parameters(notebook)
+    unseen = sorted(set(assigned) - set(declared))
+    assert not unseen, f"{notebook.name}: papermill does not see {unseen} (no '=' in a parameter line's comment)"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_quick_dicts_restate_the_notebooks_changes(notebook):
+    """A dict parameter is replaced whole in quick mode, so its quick value must set every key the notebook's
+    does (else quick mode would silently return that setting to the author's default)."""
+    defaults = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(parameters_cell(notebook)).body}
+    quick = notebook_parameters(notebook, quick=True)
+    for name, value in quick.items():
+        if isinstance(defaults.get(name), dict):
+            assert isinstance(value, dict), f"quick_params.yaml: {notebook.stem}.{name} must be a dict"
+            missing = sorted(set(defaults[name]) - set(value))
+            assert not missing, (f"quick_params.yaml: {notebook.stem}.{name} replaces the notebook's {defaults[name]} "
+                                 f"but does not set {missing}")
+
+
 def test_quick_params_cover_exactly_the_notebooks():
     table = load_quick_params(QUICK_PARAMS)
     stems = {p.stem for p in NOTEBOOKS}
@@ -94,44 +171,3 @@ def test_quick_params_cover_exactly_the_notebooks():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_quick_params_are_declared_by_the_notebook(notebook):
     notebook_parameters(notebook, quick=True)  # raises on a missing section or an undeclared parameter
-
-
-# -- floss_core.repro.plotting, which every notebook uses ---------------------------------------------------------
-
-def test_plotting_save_record_and_median_band(tmp_path, monkeypatch):
-    import matplotlib
-    import numpy as np
-    import torch
-
-    from floss_core.repro import plotting
-
-    monkeypatch.setenv("FLOSS_FIG_DIR", str(tmp_path / "env_dir"))
-    monkeypatch.setenv("FLOSS_NOTEBOOK", "07_demo")
-    plotting.setup()
-    assert matplotlib.get_backend().lower() == "agg"
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots()
-    y = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, float("nan")], [2.0, 3.0, 5.0]])  # (E, L), a failed network
-    line = plotting.median_band(ax, [0, 1, 2], y)
-    assert np.allclose(line.get_ydata(), [2.0, 3.0, 4.0])  # NaN ignored
-    line = plotting.median_band(ax, [0, 1, 2], y.T, axis=1)
-    assert np.allclose(line.get_ydata(), [2.0, 3.0, 4.0])
-    with pytest.raises(ValueError, match="points per network"):
-        plotting.median_band(ax, [0, 1], y)
-    plotting.caption(fig, {"seed": 0, "k": 16})
-    paths = plotting.save(fig, "demo")
-    assert [p.name for p in paths] == ["demo.png", "demo.pdf"] and all(p.stat().st_size > 0 for p in paths)
-    assert paths[0].parent == tmp_path / "env_dir"
-    assert plotting.save(fig, "demo", out_dir=tmp_path / "explicit")[0].parent == tmp_path / "explicit"
-    plt.close(fig)
-
-    path = plotting.record({"a": torch.tensor(0.5), "b": np.float32(2.0), "c": 3, "d": [1.0, torch.tensor(2)]})
-    assert path == tmp_path / "env_dir" / "07_demo_numbers.json"
-    assert json.loads(path.read_text()) == {"a": 0.5, "b": 2.0, "c": 3, "d": [1.0, 2]}
-    with pytest.warns(RuntimeWarning, match="not finite"):
-        plotting.record({"bad": float("nan")}, name="nan_case")
-    with pytest.raises(TypeError):
-        plotting.record({"text": "not a number"})
-    with pytest.raises(ValueError):
-        plotting.record({})

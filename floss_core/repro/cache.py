@@ -55,14 +55,22 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+def _dataclass_as_dict(value):
+    """``json.dumps``'s hook: a config dataclass anywhere in the parameters is written as its ``asdict``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _canonical(params: dict) -> str:
-    """Canonical JSON of the parameters (sorted keys, no NaN); raises TypeError for values JSON cannot hold."""
+    """Canonical JSON of the parameters (sorted keys, no NaN); raises TypeError for values JSON cannot hold.
+    Dataclasses, at the top or inside the dict (``{"sweep": sweep, "device": device}``), become their ``asdict``."""
     if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = dataclasses.asdict(params)
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
     try:
-        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return json.dumps(params, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_dataclass_as_dict)
     except (TypeError, ValueError) as err:
         raise TypeError(f"params must be plain JSON (str, int, float, bool, None, lists, dicts): {err}") from None
 
@@ -117,7 +125,8 @@ def cached(name: str, params: dict, compute: Callable[[], dict], *, cache_dir=No
     Main arguments:
         name: a short file-name-safe label, e.g. "fig2_spectra".
         params: everything the result depends on, as plain JSON (the notebook's parameters, seeds, device...);
-            config dataclasses (e.g. an experiment's) are converted with ``dataclasses.asdict``.
+            config dataclasses (e.g. an experiment's), the whole params or values in it, are converted with
+            ``dataclasses.asdict``.
             ``compute`` must be a deterministic function of them (seed its own ``torch.Generator`` from them).
         compute: a function of no arguments returning a dict (see the module docstring for what it may hold).
 

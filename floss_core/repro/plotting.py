@@ -1,9 +1,15 @@
 """Small plotting helpers shared by the figure notebooks (one look, one place figures go).
 
     setup()                      headless backend, seaborn style, consistent font sizes
-    median_band(ax, x, y)        median over networks and a shaded inter-quartile band
+    CONDITION_COLORS, LINESTYLES one color per flossing condition, one line style per task (or cell)
+    colors(keys)                 {key: color} along a colormap, e.g. one per gain or per k
+    median_band(ax, x, y)        median over networks and a shaded inter-quartile band (line keywords forwarded)
+    success_vs_delay(ax, ...)    success rate vs delay with "n/S" counts at every point
+    steps_vs_delay(ax, ...)      median steps to criterion of the networks that reached it, vs delay
     caption(fig, text)           the parameters as a small caption under the figure
     save(fig, name)              <fig dir>/<name>.png (dpi 150) and .pdf
+    success_counts(...)          {"<prefix>_d<d>_successes": n} for record()
+    median_decades(profile)      median over networks of the decades a gradient-norm profile spans
     record(numbers)              <fig dir>/<notebook>_numbers.json: the key numbers of a notebook
 
 The figure directory is ``out_dir`` if given, else ``$FLOSS_FIG_DIR``, else ``figures/`` under the working
@@ -24,9 +30,12 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-__all__ = ["setup", "fig_dir", "save", "median_band", "caption", "record"]
+__all__ = ["setup", "fig_dir", "save", "median_band", "caption", "record", "CONDITION_COLORS", "LINESTYLES", "colors",
+           "success_vs_delay", "steps_vs_delay", "success_counts", "median_decades"]
 
 DPI = 150
+CONDITION_COLORS = {"none": "tab:gray", "pre": "tab:blue", "pre+during": "tab:red"}  # flossing conditions
+LINESTYLES = ("-", "--", ":", "-.")  # one per task (or cell) drawn in the same panel
 
 
 def _kernel_shell():
@@ -90,12 +99,22 @@ def _numpy(y) -> np.ndarray:
     return np.asarray(y, dtype=float)
 
 
-def median_band(ax, x, y, *, axis: int = 0, label=None, color=None, q=(0.25, 0.75), alpha: float = 0.25):
+def colors(keys, cmap: str = "viridis", *, lo: float = 0.1, hi: float = 0.85) -> dict:
+    """{key: RGBA color} evenly spaced on ``cmap`` between ``lo`` and ``hi``, in the order of ``keys``."""
+    import matplotlib.pyplot as plt
+
+    keys = list(keys)
+    return dict(zip(keys, plt.get_cmap(cmap)(np.linspace(lo, hi, len(keys)))))
+
+
+def median_band(ax, x, y, *, axis: int = 0, label=None, color=None, q=(0.25, 0.75), alpha: float = 0.25,
+                **line_kw):
     """Plot the median of ``y`` over networks as a line and the quantiles ``q`` as a shaded band.
 
     x: the horizontal positions, length L. y: tensor or array whose ``axis`` runs over networks (or seeds) and
     whose remaining dimension has length L, e.g. (E, L) with the default axis=0, or (L, E) with axis=1.
-    NaNs (failed networks) are ignored. Returns the median line.
+    NaNs (failed networks) are ignored. Other keywords (linestyle, marker, ...) go to the median line's
+    ``ax.plot``. Returns the median line.
     """
     x, y = _numpy(x), _numpy(y)
     if y.ndim != 2:
@@ -107,8 +126,55 @@ def median_band(ax, x, y, *, axis: int = 0, label=None, color=None, q=(0.25, 0.7
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, drawn as gaps
         med = np.nanmedian(y, axis=0)
         lo, hi = np.nanquantile(y, q[0], axis=0), np.nanquantile(y, q[1], axis=0)
-    (line,) = ax.plot(x, med, label=label, color=color)
+    (line,) = ax.plot(x, med, label=label, color=color, **line_kw)
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=alpha, linewidth=0)
+    return line
+
+
+def _per_delay(name: str, delays, values) -> tuple[np.ndarray, np.ndarray]:
+    """delays (D,) and values (D, S) as arrays, checked against each other."""
+    delays, values = _numpy(delays), _numpy(values)
+    if values.ndim != 2 or values.shape[0] != len(delays) or values.shape[1] < 1:
+        raise ValueError(f"{name} must be (delays, networks) = ({len(delays)}, S), got shape {values.shape}")
+    return delays, values
+
+
+def success_vs_delay(ax, delays, success, *, label=None, color=None, n_networks: int | None = None, **line_kw):
+    """Plot the success rate per delay and annotate every point with its count "n/S".
+
+    delays: (D,). success: (D, S) bool, e.g. ``summarize_delay_sweep(...)["success"][condition]``.
+    n_networks: S, checked against ``success`` (default: its second dimension). Other keywords (linestyle,
+    marker: "o" by default, ...) go to ``ax.plot``. Labels the axes (delay d, success rate) and sets the y range.
+    Returns the line.
+    """
+    delays, ok = _per_delay("success", delays, success)
+    S = ok.shape[1]
+    if n_networks is not None and n_networks != S:
+        raise ValueError(f"success has {S} networks per delay, but n_networks={n_networks}")
+    rate, counts = ok.mean(1), ok.sum(1).astype(int)
+    line_kw.setdefault("marker", "o")
+    (line,) = ax.plot(delays, rate, label=label, color=color, **line_kw)
+    for d, r, n in zip(delays, rate, counts):
+        ax.annotate(f"{n}/{S}", (d, r), fontsize=6, textcoords="offset points", xytext=(2, 3),
+                    color=line.get_color())
+    ax.set(xlabel="delay d", ylabel="success rate", ylim=(-0.05, 1.1))
+    return line
+
+
+def steps_vs_delay(ax, delays, steps, *, label=None, color=None, **line_kw):
+    """Plot, per delay, the median steps to criterion over the networks that reached it (a gap where none did).
+
+    delays: (D,). steps: (D, S), -1 for a network that never reached the criterion, e.g.
+    ``summarize_delay_sweep(...)["steps_to_criterion"][condition]``. Other keywords go to ``ax.plot`` (marker "o"
+    by default). Returns the line.
+    """
+    delays, steps = _per_delay("steps", delays, steps)
+    steps = np.where(steps >= 0, steps, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a delay without successes: NaN, a gap
+        med = np.nanmedian(steps, axis=1)
+    line_kw.setdefault("marker", "o")
+    (line,) = ax.plot(delays, med, label=label, color=color, **line_kw)
     return line
 
 
@@ -118,6 +184,25 @@ def caption(fig, text) -> None:
         text = ", ".join(f"{k}={v}" for k, v in text.items())
     fig.text(0.0, 0.0, text, ha="left", va="top", fontsize=6, color="0.35", wrap=True,
              transform=fig.transFigure)
+
+
+def success_counts(prefix: str, delays, success) -> dict:
+    """{"<prefix>_d<d>_successes": number of successful networks at delay d} for ``record``.
+
+    delays: (D,) ints. success: (D, S) bool (a tensor or an array)."""
+    delays, ok = _per_delay("success", delays, success)
+    return {f"{prefix}_d{int(d)}_successes": int(n) for d, n in zip(delays, ok.sum(1))}
+
+
+def median_decades(profile, *, axis: int = 1) -> float:
+    """The median over networks of the decades a gradient-norm profile spans, ``log10(max / min)`` over the lags.
+
+    profile: (E, L) with lags along ``axis`` (e.g. ``gradient_norm_profile``'s output); positive and finite.
+    0 means a flat profile; an exponentially growing or decaying one spans about ``|lambda_1| L / ln 10`` decades."""
+    p = _numpy(profile)
+    if p.ndim != 2:
+        raise ValueError(f"profile must be 2-D (networks, lags), got shape {p.shape}")
+    return float(np.median(np.log10(p.max(axis) / p.min(axis))))
 
 
 def _number(value, where: str):

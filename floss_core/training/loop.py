@@ -13,6 +13,7 @@ task loss at every step with ``weight``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -69,7 +70,8 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
 
     Other arguments:
         config: TrainConfig (steps, lr, clipping, trainable h0, when to record exponents).
-        floss_config: FlossConfig used by every flossing step and for recording exponents.
+        floss_config: FlossConfig used by every flossing step and for recording exponents; its "task" inputs are
+            encoded like the task's (its own ``encoding`` is replaced by the task's).
         schedule: FlossSchedule (default: the author's run, preflossing and two episodes during training;
             ``FlossSchedule.none()`` for plain training, ``FlossSchedule.pre()`` for preflossing only).
         generator: torch.Generator, or a list of one per network (then network e's data depend on generator e only).
@@ -90,9 +92,9 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_inputs} input and {tasks[0].n_outputs} target "
                          f"channel(s) but the model has {model.input_size} input(s) and {model.output_size} "
                          "output(s)")
-    if floss_config.input == "task" and any(t.encoding != floss_config.encoding for t in tasks):
-        raise ValueError(f"FlossConfig.encoding={floss_config.encoding} differs from the task's encoding "
-                         f"{tasks[0].encoding}: flossing inputs are drawn like the task's (set both alike)")
+    if len({t.encoding for t in tasks}) > 1:
+        raise ValueError("per-network tasks must share their InputEncoding (flossing inputs are drawn like theirs)")
+    floss_config = dataclasses.replace(floss_config, encoding=tasks[0].encoding)  # flossing sees the task's inputs
     params = [p for name, p in model.named_parameters() if config.train_h0 or name != "h0"]
     opt = torch.optim.Adam(params, lr=config.lr)
     floss_opt = floss_optimizer

@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Figure 4: flossing during training bridges longer delays
+#
+# **Claim.** At the hardest delays, flossing before *and during* training (episodes of flossing every E_f training
+# steps) succeeds more often than preflossing only. Preflossing only, in turn, succeeds more often than no flossing.
+#
+# **What to look for.** (a, b) final accuracy vs delay for the three conditions; (c) lambda_1 over training, which
+# asks a question rather than showing a claim: does the top exponent drift away from zero during plain training, and
+# do the flossing episodes pull it back?
+#
+# **Runtime.** Shares the sweep of figure 3 (same parameters, same cache entry): seconds (5 s) if figure 3 ran.
+
+# %%
+import matplotlib.pyplot as plt
+
+from floss_core import experiments
+from floss_core.repro import plotting
+from floss_core.repro.cache import cached
+
+plotting.setup()
+
+# %% tags=["parameters"]
+quick = False  # smoke-test mode (sizes come from quick_params.yaml)
+device = "cpu"  # "cpu" or "cuda"
+seed = 0
+tasks = ["copy", "xor"]  # delayed copy and delayed XOR (see floss_core.tasks)
+delays = [10, 20, 30, 40, 60, 90]  # d, the longest lag (the author's XOR "delay" is d/2): the x axis
+n_networks = 5  # networks (seeds) per task, delay and condition
+seq_len = 150  # T: the author's 300, halved to fit the 2-core budget
+batch = 16  # sequences per training step (the author's; a parameter so that quick mode can shrink it)
+model = {}  # the author's tanh RNN (80 units, gain 1)
+train = {"n_steps": 1500, "record_k": 8}  # 3001 steps halved for the budget; record lambda_1..8, not all 75
+floss = {}  # the author's flossing: 75 exponents, 55-step trajectories, the full gradient
+schedule = {"episode_steps": 100}  # episodes during training of 100 flossing steps, not 500, for the budget
+encoding = {"kind": "pm1"}  # +-1 bits: what these figures were made with; the author's b * I1 / C is the default
+
+# %%
+sweep = experiments.build(experiments.DelaySweep, tasks=tasks, delays=delays, n_networks=n_networks,
+                          seq_len=seq_len, batch=batch, model=model, train=train, floss=floss, schedule=schedule,
+                          encoding=encoding,
+                          seed=seed)
+res = cached("delay_sweep", {"sweep": sweep, "device": device},
+             lambda: experiments.delay_sweep(sweep, device=device, progress=not quick))
+summary = {task: experiments.summarize_delay_sweep(res, task) for task in tasks}
+
+# %%
+colors = plotting.CONDITION_COLORS
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+for ax, task, letter in zip(axes, tasks, "ab"):
+    for c in res["conditions"]:
+        plotting.median_band(ax, delays, summary[task]["final_accuracy"][c], axis=1, color=colors[c], label=c,
+                             marker="o")
+    ax.set(xlabel="delay d", ylabel="final accuracy (last 100 steps)", ylim=(0.4, 1.02), title=f"({letter}) {task}")
+    ax.legend()
+ax = axes[2]
+task = tasks[-1]
+d_idx = summary[task]["hardest_informative_delay_index"]
+for c in res["conditions"]:
+    lam1 = res[c]["exponents"][:, tasks.index(task), d_idx, :, 0]  # (records, S)
+    plotting.median_band(ax, res[c]["exponent_steps"], lam1, axis=1, color=colors[c], label=c)
+ax.axhline(0, color="k", lw=0.8)
+ax.set(xlabel="training step", ylabel=r"$\lambda_1$", title=f"(c) {task}, d = {delays[d_idx]}: top exponent")
+ax.legend()
+plotting.caption(fig, dict(N=sweep.model.n_hidden, g=sweep.model.gain, networks=n_networks,
+                           steps=sweep.train.n_steps, T=seq_len, k=sweep.floss.k, E_p=sweep.schedule.pre_steps,
+                           E_f=sweep.schedule.every, E_i=sweep.schedule.episode_steps,
+                           N_i=sweep.schedule.max_episodes, bands="median and quartiles"))
+plotting.save(fig, "fig4_during");
+
+# %%
+numbers = {}
+for task in tasks:
+    for c in res["conditions"]:
+        numbers.update(plotting.success_counts(f"{task}_{c}", delays, summary[task]["success"][c]))
+plotting.record(numbers);
+
+# %% [markdown]
+# ## What we found
+#
+# **Figure 4, reproduced** (the committed run at the defaults above). With flossing also during training (two
+# episodes of 100 flossing steps at training steps 100 and 200): copy 5, 5, 5, 5, 0, 0 and XOR 5, 5, 5, 1, 0, 0
+# successes (an earlier run: 5, 5, 5, 5, 1, 0 and 5, 5, 5, 2, 0, 0). During training lambda_1 stays near -0.44
+# without flossing, between -0.05 and -0.12 after preflossing, and near -0.05 with flossing during training (XOR,
+# d = 30; medians over 5 networks).
+#
+# **Differences from the paper:** the episodes have 100 flossing steps instead of the author's 500 and training runs
+# 1500 steps instead of 3001 with T = 150 instead of 300, to fit the 2-core budget. Plain training does not drift
+# away from zero here (its lambda_1 stays around -0.44), so the "drift" of the exponents during plain training is
+# not shown.
