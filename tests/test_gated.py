@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import ALL_CELLS, F64, GATED_CELLS, cell_ids, copy_network, gen
 
-from floss_core import (FlossConfig, FlossSchedule, TaskConfig, TrainConfig, floss, flossing_loss,
+from floss_core import (FlossConfig, FlossSchedule, ModelConfig, TanhRNN, TaskConfig, TrainConfig, floss, flossing_loss,
                         lyapunov_spectrum, train)
-from floss_core.diagnostics import gradient_norm_profile, long_term_jacobian_singular_values
+from floss_core.diagnostics import gate_statistics, gradient_norm_profile, long_term_jacobian_singular_values
 from floss_core.cells import GRU, LSTM
 from floss_core.spectrum import jvp_tangent_step
 
@@ -256,3 +256,40 @@ def test_flossing_loss_of_a_gated_net_is_differentiable_in_all_its_parameters():
     flossing_loss(lam).sum().backward()
     for name in ("W", "U", "b", "b_h"):
         assert getattr(m, name).grad is not None and getattr(m, name).grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("cls, gate", [(LSTM, "forget"), (GRU, "update")])
+def test_memory_bias_shifts_only_the_gate_that_keeps_the_state(cls, gate):
+    plain = cls(2, 5, 1, n_networks=2, generator=gen(90), dtype=F64)
+    biased = cls(2, 5, 1, n_networks=2, generator=gen(90), dtype=F64, memory_bias=1.0)
+    H = 5
+    torch.testing.assert_close(biased.b[:, H:2 * H], plain.b[:, H:2 * H] + 1.0, atol=1e-15, rtol=0)
+    torch.testing.assert_close(biased.b[:, :H], plain.b[:, :H], atol=0, rtol=0)
+    torch.testing.assert_close(biased.b[:, 2 * H:], plain.b[:, 2 * H:], atol=0, rtol=0)
+    x = torch.randn(2, 3, 40, 2, generator=gen(91), dtype=F64)
+    stats = gate_statistics(plain, x, generator=gen(92)), gate_statistics(biased, x, generator=gen(92))
+    assert stats[1][gate].gt(stats[0][gate]).all()  # the gate opens further, per network
+    assert set(stats[0]) == ({"input", "forget", "candidate", "output", "abs_cell"} if cls is LSTM
+                             else {"reset", "update", "candidate"})
+
+
+def test_gate_statistics_are_the_means_of_the_gates_along_the_trajectory():
+    m = LSTM(1, 4, 1, n_networks=2, generator=gen(93), dtype=F64)
+    x = torch.randn(2, 2, 6, 1, generator=gen(94), dtype=F64)
+    h0 = torch.randn(2, 2, 8, generator=gen(95), dtype=F64)
+    stats = gate_statistics(m, x, h0=h0)
+    h, forget, cell = h0, [], []
+    for t in range(6):
+        a = h[..., :4] @ m.W.transpose(1, 2) + x[:, :, t] @ m.U.transpose(1, 2) + m.b.unsqueeze(1)
+        f = torch.sigmoid(a[..., 4:8])
+        c = f * h[..., 4:] + torch.sigmoid(a[..., :4]) * torch.tanh(a[..., 8:12])
+        h = torch.cat([torch.sigmoid(a[..., 12:]) * torch.tanh(c), c], -1)
+        forget.append(f.mean((1, 2)))
+        cell.append(c.abs().mean((1, 2)))
+    torch.testing.assert_close(stats["forget"], torch.stack(forget).mean(0), atol=1e-14, rtol=0)
+    torch.testing.assert_close(stats["abs_cell"], torch.stack(cell).mean(0), atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="no gates"):
+        gate_statistics(TanhRNN(1, 4, 1), x)
+    with pytest.raises(ValueError, match="memory_bias applies to gated cells"):
+        ModelConfig(cell="tanh", memory_bias=1.0)
+    assert ModelConfig(cell="lstm", n_hidden=4, memory_bias=1.0).build(1, 1).memory_bias == 1.0

@@ -24,6 +24,7 @@ class ModelConfig:
     readout_std: float = 1.0  # V ~ N(0, readout_std^2)
     bias_max: float = 0.1  # b ~ U[0, bias_max)
     dtype: str = "float32"  # parameter dtype, "float32" or "float64"
+    memory_bias: float = 0.0  # gated cells: added to the forget-gate (LSTM) / update-gate (GRU) bias; 0: PyTorch's
 
     def __post_init__(self):
         check_choice("ModelConfig.cell", self.cell, tuple(CELLS))
@@ -33,14 +34,17 @@ class ModelConfig:
         for name in ("input_std", "readout_std", "bias_max"):
             check_number(f"ModelConfig.{name}", getattr(self, name), 0)
         check_dtype("ModelConfig.dtype", self.dtype)
+        check_number("ModelConfig.memory_bias", self.memory_bias)
+        if self.memory_bias and self.cell == "tanh":
+            raise ValueError("ModelConfig.memory_bias applies to gated cells ('lstm', 'gru'), not to 'tanh'")
 
     def build(self, n_in: int, n_out: int, *, n_networks: int = 1, generator=None, device=None):
         """An ensemble of ``n_networks`` networks with these settings (gated cells use their own PyTorch-like
-        initialization; only ``gain`` applies to them)."""
+        initialization; only ``gain`` and ``memory_bias`` apply to them)."""
         dtype: torch.dtype = check_dtype("ModelConfig.dtype", self.dtype)
         if self.cell != "tanh":
             return CELLS[self.cell](n_in, self.n_hidden, n_out, gain=self.gain, n_networks=n_networks,
-                                    generator=generator, dtype=dtype, device=device)
+                                    memory_bias=self.memory_bias, generator=generator, dtype=dtype, device=device)
         return TanhRNN(n_in, self.n_hidden, n_out, gain=self.gain, n_networks=n_networks, init=self.init,
                        input_std=self.input_std, readout_std=self.readout_std, bias_max=self.bias_max,
                        generator=generator, dtype=dtype, device=device)

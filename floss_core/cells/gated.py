@@ -39,6 +39,7 @@ import math
 import torch
 from torch import nn
 
+from ..checks import check_number
 from ..rng import sample
 from .base import EnsembleRNN, Sizes
 
@@ -72,10 +73,11 @@ class _GatedEnsemble(EnsembleRNN):
     state_factor: int = 1  # S = state_factor * H
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, gain: float = 1.0, n_networks: int = 1,
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None):
+                 memory_bias: float = 0.0, generator: torch.Generator | None = None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         super().__init__()
         z = Sizes.check(n_in, n_hidden, n_out, n_networks, gain, dtype, generator)
+        memory_bias = check_number("memory_bias", memory_bias)
         E, H, I, O, G = z.n_networks, z.n_hidden, z.n_in, z.n_out, self.n_gates
         kw = dict(dtype=z.dtype, device=device)
         bound = 1.0 / math.sqrt(H)
@@ -85,12 +87,15 @@ class _GatedEnsemble(EnsembleRNN):
 
         self.W = nn.Parameter(gain * uniform(E, G * H, H))  # (E, G*H, H)
         self.U = nn.Parameter(uniform(E, G * H, I))  # (E, G*H, I)
-        self.b = nn.Parameter(self._init_bias(uniform, E, G * H))  # (E, G*H)
+        b = self._init_bias(uniform, E, G * H)  # (E, G*H)
+        if memory_bias:
+            b[:, H:2 * H] += memory_bias  # gate 1 keeps the state: the LSTM's forget gate f, the GRU's update gate z
+        self.b = nn.Parameter(b)
         self._init_extra(uniform, E, G * H)
         self.V = nn.Parameter(uniform(E, O, H))  # (E, O, H)
         self.c = nn.Parameter(uniform(E, O))  # (E, O)
         self.h0 = nn.Parameter(torch.zeros(E, self.state_factor * H, **kw))  # (E, S)
-        self.gain = gain
+        self.gain, self.memory_bias = gain, memory_bias
 
     def _init_bias(self, uniform, E, GH):
         return uniform(E, GH)
@@ -129,6 +134,8 @@ class LSTM(_GatedEnsemble):
 
     Other arguments (keyword-only):
         gain: W is multiplied by gain after its PyTorch-like draw (1: PyTorch's init; smaller: more stable).
+        memory_bias: added to the bias of the forget gate f (e.g. 1, the usual remedy for LSTMs that forget too
+            fast; 0: PyTorch's init).
         n_networks: E, the number of independent networks in the ensemble.
         generator: a torch.Generator for the initial parameters (same generator state, same networks).
         dtype, device: of the parameters.
@@ -154,6 +161,12 @@ class LSTM(_GatedEnsemble):
         h_new, c_next, (i, f, g, o, tc) = lstm_gates(a, cc)  # (E, B, H) each
         return torch.cat([h_new, c_next], dim=-1), (cc, i, f, g, o, tc)  # (E, B, 2H)
 
+    def gate_values(self, h: torch.Tensor, x: torch.Tensor) -> dict:
+        """The gates of one step, each (E, B, H): input i, forget f, cell candidate g, output o, and the new cell
+        state c (for diagnostics: flossing can reach lambda = 0 by saturating f at 1 and letting |c| grow)."""
+        h_next, (_, i, f, g, o, _) = self._forward(h, x)
+        return {"input": i, "forget": f, "candidate": g, "output": o, "cell": h_next[..., self.hidden_size:]}
+
     def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
         """The step and ``J Q`` (see the module docstring), without the dense Jacobian.
 
@@ -177,7 +190,8 @@ class GRU(_GatedEnsemble):
         n_hidden: units H; the state is h, of size S = H.
         n_out: readout channels O.
 
-    Other arguments (keyword-only): gain, n_networks, generator, dtype, device, as for ``LSTM``.
+    Other arguments (keyword-only): gain, n_networks, generator, dtype, device, as for ``LSTM``; memory_bias is
+    added to the bias of the update gate z (positive: the state is kept longer).
 
     Parameters (public; network e is exactly the single network built from their slices [e]):
         W (E, 3H, H) recurrent weights (rows: gates r, z, n), U (E, 3H, I) input weights, b (E, 3H) input bias
@@ -197,6 +211,11 @@ class GRU(_GatedEnsemble):
         u = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 3H)
         m = torch.baddbmm(self.b_h.unsqueeze(1), h, self.W.transpose(1, 2))  # (E, B, 3H)
         return gru_gates(u, m, h)  # (E, B, H), gates
+
+    def gate_values(self, h: torch.Tensor, x: torch.Tensor) -> dict:
+        """The gates of one step, each (E, B, H): reset r, update z (z -> 1 freezes the state), candidate n."""
+        _, (r, z, n, _) = self._forward(h, x)
+        return {"reset": r, "update": z, "candidate": n}
 
     def step_tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor):
         """The step and ``J Q`` (see the module docstring), without the dense Jacobian.
