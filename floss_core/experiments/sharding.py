@@ -102,9 +102,27 @@ def connect(cluster, timeout=None):
         raise ValueError("cluster must be None, a distributed.Client, a scheduler address such as "
                          f"'tcp://HOST:PORT' or a dask Cluster, got {cluster!r}")
     try:
+        _probe(address, timeout)
         return Client(address, set_as_default=False, **({} if timeout is None else {"timeout": timeout})), True
-    except (OSError, TimeoutError) as err:
-        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    except ValueError as err:  # distributed's parsing of the address
+        raise ValueError(f"invalid Dask scheduler address {address!r}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - refused, timed out, not a Dask scheduler: one message
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {type(err).__name__}: {err}") from None
+
+
+def _probe(address: str, timeout) -> None:
+    """For a tcp:// address, fail at once (OSError) where nothing listens, instead of retrying until the timeout."""
+    import socket
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme == "tcp":
+        seconds = parse_timedelta(timeout if timeout is not None else
+                                  dask.config.get("distributed.comm.timeouts.connect"), "s")
+        socket.create_connection(parse_host_port(location), timeout=seconds).close()
 
 
 class InProcess:
