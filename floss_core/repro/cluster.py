@@ -12,6 +12,7 @@ dask is imported only here, only when ``--cluster`` is given.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -32,8 +33,11 @@ class ClusterInfo:
     threads: int  # task slots over all workers
 
     def describe(self) -> str:
+        dashboard = self.dashboard or "(none)"
+        if self.dashboard and importlib.util.find_spec("bokeh") is None:  # Dask serves its dashboard with bokeh
+            dashboard += " (Dask serves it with bokeh, which is not installed here: pip install bokeh)"
         return (f"Dask scheduler {self.address}, {self.workers} worker(s), {self.threads} thread(s); "
-                f"dashboard {self.dashboard or '(none)'}")
+                f"dashboard {dashboard}")
 
 
 def check_cluster_spec(spec: str) -> None:
