@@ -53,9 +53,11 @@ SWEEPS = {  # tiny sweeps of several shards each
 
 @contextlib.contextmanager
 def local_cluster():
-    """A LocalCluster of 2 single-threaded worker processes and a client, both closed on the way out."""
+    """A LocalCluster of 2 single-threaded worker processes and a client (not the default one: the sweeps must not
+    need one), both closed on the way out."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+                                  silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
         yield client
 
 

@@ -8,7 +8,8 @@ validated when built) and the function that runs it as shards of batched ensembl
     complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
     summary             success, steps to criterion and final accuracy of a delay sweep.
     sharding            how a sweep runs as shards of networks, in this process or on a Dask cluster (``cluster=``),
-                        with the same numbers; every network draws from generators of its own (``common``).
+                        with the same numbers (``sharding.ShardError`` names a failed shard); every network draws from
+                        generators of its own (``common``).
 
 ``build(DelaySweep, train={"n_steps": 1500}, ...)`` makes a sweep from a notebook's plain parameters.
 """
@@ -17,8 +18,7 @@ from .common import build
 from .complexity_sweep import ComplexitySweep, complexity_sweep
 from .delay_sweep import CONDITIONS, DelaySweep, delay_sweep
 from .flossing_sweep import FlossingSweep, flossing_sweep
-from .sharding import ShardError
 from .summary import summarize_delay_sweep
 
 __all__ = ["build", "FlossingSweep", "flossing_sweep", "DelaySweep", "delay_sweep", "CONDITIONS", "ComplexitySweep",
-           "complexity_sweep", "summarize_delay_sweep", "final_accuracy", "running_mean", "ShardError"]
+           "complexity_sweep", "summarize_delay_sweep", "final_accuracy", "running_mean"]

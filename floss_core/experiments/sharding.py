@@ -157,7 +157,8 @@ class OnDask:
         from tqdm.auto import tqdm
 
         shard_of = {future.key: shard for future, shard in zip(futures, shards)}
-        for future in tqdm(as_completed(futures), total=len(futures), disable=not self.progress, desc="shards"):
+        done = as_completed(futures, loop=self.client.loop)  # (the client need not be the default one)
+        for future in tqdm(done, total=len(futures), disable=not self.progress, desc="shards"):
             if future.status != "finished":  # the first failure stops the sweep
                 self._raise(future, shard_of[future.key])
         return [future.result() for future in futures]
