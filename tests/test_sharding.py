@@ -236,3 +236,15 @@ def test_run_all_with_an_unreachable_scheduler_exits_2_before_any_notebook_runs(
     assert out.rc == 2 and f"cannot reach the Dask scheduler at {address}" in out.err, out.log
     assert "[1/" not in out.out and not (cluster_project / "figures").exists()
     assert run(cluster_project, "--cluster", "somewhere").rc == 2  # not an address: a usage error too
+
+
+def test_run_all_cluster_refuses_workers_that_import_other_floss_core_code():
+    from floss_core.repro.cluster import _check_code
+    from floss_core.repro.settings import UsageError
+
+    class Workers:  # a client whose one worker imports another checkout
+        def run(self, fn):
+            return {"tcp://10.0.0.7:4001": ("0123456789abcdef", "/elsewhere/floss_core")}
+
+    with pytest.raises(UsageError, match="tcp://10.0.0.7:4001 imports /elsewhere/floss_core"):
+        _check_code(Workers())

@@ -7,6 +7,9 @@ sweeps (``floss_core.experiments.sharding``); closed (if started here) after the
     tcp://HOST:PORT     an existing scheduler (``dask scheduler``, dask-jobqueue's ``SLURMCluster``, ...): reached
                         once here, so that an unreachable address stops the run before any notebook (exit 2)
 
+Its workers must import the same floss_core code as the runner (checked here, by the cache's code version, on the
+workers connected at the start): the cache files a result under the runner's code version.
+
 dask is imported only here, only when ``--cluster`` is given.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 
 from .settings import UsageError
@@ -73,6 +77,28 @@ def open_cluster(spec: str, *, n_workers: int):
             except (ConnectionError, ValueError) as err:
                 raise UsageError(str(err)) from None
             stack.callback(client.close)
+        _check_code(client)
         nthreads = client.nthreads()
         address = cluster.scheduler_address if spec == LOCAL else spec
         yield ClusterInfo(address, client.dashboard_link, len(nthreads), sum(nthreads.values()))
+
+
+def _worker_code() -> tuple[str, str]:
+    """(code version, package directory) of the floss_core a worker imports."""
+    import floss_core
+
+    from .cache import code_version
+
+    return code_version(), os.path.dirname(floss_core.__file__)
+
+
+def _check_code(client) -> None:
+    """UsageError unless every worker imports the same floss_core code as this process (the cache keys results by
+    this process's code version, so workers running other code would put wrong numbers under it)."""
+    here, _ = _worker_code()
+    other = {worker: (version, path) for worker, (version, path) in client.run(_worker_code).items() if version != here}
+    if other:
+        worker, (version, path) = sorted(other.items())[0]
+        raise UsageError(f"{len(other)} Dask worker(s) import other floss_core code than this run (code version "
+                         f"{here}): e.g. {worker} imports {path} (code version {version}); give the workers this "
+                         "checkout and environment")
