@@ -56,7 +56,7 @@ def _drive(E: int, batch: int, T: int, config: FlossConfig, gen, dtype, device) 
 
 def _keys(s: FlossingSweep, a: int, b: int) -> list:
     """The names of networks a..b-1 (gain, seed), which seed their generators."""
-    return [f"g{g!r}/s{i}" for g in s.gains for i in range(s.n_networks)][a:b]
+    return [f"g{float(g)!r}/s{i}" for g in s.gains for i in range(s.n_networks)][a:b]  # g = 2 and 2.0 alike
 
 
 def _initial(s: FlossingSweep, a: int, b: int, device):
