@@ -1,5 +1,5 @@
 """The computation behind each figure, one sweep per module: its config (a frozen dataclass of the package's configs,
-validated when built) and the function that runs it as a few batched ensembles.
+validated when built) and the function that runs it as shards of batched ensembles.
 
     flossing_sweep      figures 1 and 2: exponents during flossing from several gains and several k, spectra,
                         gradient-norm profiles and long-term-Jacobian singular values before and after.
@@ -7,6 +7,9 @@ validated when built) and the function that runs it as a few batched ensembles.
                         flossing before training, and flossing before and during training.
     complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
     summary             success, steps to criterion and final accuracy of a delay sweep.
+    sharding            how a sweep runs as shards of networks, in this process or on a Dask cluster (``cluster=``),
+                        with the same numbers (``sharding.ShardError`` names a failed shard); every network draws from
+                        generators of its own (``common``).
 
 ``build(DelaySweep, train={"n_steps": 1500}, ...)`` makes a sweep from a notebook's plain parameters.
 """

@@ -1,18 +1,33 @@
-"""What the figure sweeps share: building a sweep's config from a notebook's plain parameters, and CPU generators."""
+"""What the figure sweeps share: building a sweep's config from a notebook's plain parameters, and one random
+stream per network.
+
+Per-network streams. Every random draw of a sweep comes from a generator of one network, seeded from
+(sweep seed, stage, network): ``network_generators(seed, "train", keys)`` gives one CPU generator per key, seeded
+with the first 63 bits of sha256("<seed>/<stage>/<key>"). A key names a network by what it is (e.g. "copy/d20/s3":
+task, delay, seed), not by its position in the ensemble, so a network draws the same numbers whichever networks
+share its shard (``experiments.sharding``), and adding a delay or a seed to a sweep leaves the other networks' draws
+as they were.
+"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 
 from ..checks import check_int
 
-__all__ = ["build", "generator", "as_tuple"]
+__all__ = ["build", "network_generators", "as_tuple"]
 
 
-def generator(seed: int) -> torch.Generator:
-    """A CPU generator: draws are made on the CPU and moved, so the numbers do not depend on the device."""
-    return torch.Generator().manual_seed(seed)
+def network_generators(seed: int, stage: str, keys) -> list:
+    """One CPU generator per network key (draws are made on the CPU and moved, so the numbers do not depend on the
+    device), seeded from (seed, stage, key) alone."""
+    def one(key) -> torch.Generator:
+        digest = hashlib.sha256(f"{seed}/{stage}/{key}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+    return [one(key) for key in keys]
 
 
 def as_tuple(name: str, value, item=None) -> tuple:

@@ -2,17 +2,18 @@
 flossing before and during training."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 from ..cells import ModelConfig
 from ..checks import check_choice, check_int
-from ..ensemble import concat_networks, tile_networks
 from ..flossing import FlossConfig, floss
 from ..tasks import TASKS, InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
-from .common import as_tuple, check_seed, generator
+from .common import as_tuple, check_seed, network_generators
+from .sharding import Shard, join, open_executor, ranges
 
 __all__ = ["DelaySweep", "delay_sweep", "CONDITIONS"]
 
@@ -34,6 +35,7 @@ class DelaySweep:
     floss: FlossConfig = FlossConfig()
     schedule: FlossSchedule = FlossSchedule()
     seed: int = 0
+    shard_size: int = 16  # networks per shard: independent ensembles of at most this many (experiments.sharding)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", as_tuple("DelaySweep.tasks", self.tasks,
@@ -43,6 +45,7 @@ class DelaySweep:
         object.__setattr__(self, "conditions", as_tuple("DelaySweep.conditions", self.conditions,
                                                         lambda n, v: check_choice(n, v, CONDITIONS)))
         check_int("DelaySweep.n_networks", self.n_networks, 1)
+        check_int("DelaySweep.shard_size", self.shard_size, 1)
         check_seed("DelaySweep.seed", self.seed)
         self.grid()  # every task of the grid is valid (e.g. no odd delay for XOR) before any work
 
@@ -56,11 +59,61 @@ class DelaySweep:
         return dataclasses.replace(self.floss, encoding=self.encoding)
 
 
-def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True) -> dict:
+def _initial(s: DelaySweep, seeds, device):
+    """The initial networks of these seeds (the same for every task, delay and condition)."""
+    return s.model.build(1, 1, n_networks=len(seeds), device=device,
+                         generator=network_generators(s.seed, "init", [f"s{i}" for i in seeds]))
+
+
+def _prefloss_shard(s: DelaySweep, a: int, b: int, device, progress: bool) -> dict:
+    """Seeds a..b-1 flossed before training: their parameters and the exponents measured meanwhile."""
+    model = _initial(s, range(a, b), device)
+    res = floss(model, s.schedule.pre_steps, config=s.floss_config(), progress=progress,
+                generator=network_generators(s.seed, "prefloss", [f"s{i}" for i in range(a, b)]))
+    return {"state": {name: p.detach() for name, p in model.named_parameters()}, "exponents": res.exponents}
+
+
+def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list, device, progress: bool) -> dict:
+    """Training of networks a..b-1 of one condition's grid (task, delay, seed; ``DelaySweep.grid``) as one ensemble.
+    ``preflossed``: the preflossing shards' results, in seed order (empty: train the initial networks)."""
+    tasks = s.grid()[a:b]
+    seeds = [e % s.n_networks for e in range(a, b)]
+    model = _initial(s, seeds, device)  # (b - a networks)
+    if preflossed:
+        state = join([p["state"] for p in preflossed])  # every seed's preflossed parameters
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(state[name][seeds])
+    schedule = FlossSchedule.none()
+    if condition == "pre+during":
+        schedule = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
+                                 max_episodes=s.schedule.max_episodes)
+    keys = [f"{t.name}/d{t.delay}/s{seed}" for t, seed in zip(tasks, seeds)]  # not the condition
+    h = train(model, tasks, config=s.train, floss_config=s.floss_config(), schedule=schedule, progress=progress,
+              generator=network_generators(s.seed, "train", keys))
+    return {"accuracy": h.accuracy, "loss": h.loss, "grad_norm": h.grad_norm, "exponents": h.exponents,
+            "failed": h.failed, "exponent_steps": h.exponent_steps}
+
+
+_NETWORK_DIM = {"accuracy": 1, "loss": 1, "grad_norm": 1, "exponents": 1}  # (steps, E), (records, E, k); else E first
+
+
+def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True, cluster=None) -> dict:
     """Run the sweep. The n_networks initial networks (seeds) are the same for every task, delay and condition;
-    preflossing is done once per seed and the flossed networks are copied to every task and delay. Conditions without
-    flossing episodes ("none", "pre") train together as one ensemble, "pre+during" as another: network
-    ``e = (c * n_tasks + j) * D * S + d * S + s``.
+    preflossing is done once per seed and the flossed networks are copied to every task and delay. Network
+    ``(j * D + d) * S + s`` of condition c is task j, delay d, seed s.
+
+    Randomness: every network draws from its own generators, seeded from (sweep.seed, stage, name)
+    (``common.network_generators``): seed s's initial weights ("init", "s<s>") and preflossing ("prefloss"), and
+    the training batches and flossing episodes of (task, delay, seed) ("train", "<task>/d<delay>/s<s>"). The
+    condition is not part of the name: the conditions of a task, delay and seed start from the same network and see
+    the same batches until their flossing differs.
+
+    Shards (``experiments.sharding``): preflossing runs as shards of at most ``sweep.shard_size`` seeds, and each
+    condition's training as shards of at most ``shard_size`` of its networks, each an independent ensemble; a
+    training shard of a flossed condition depends on the preflossing shards. They run here one after the other or,
+    with ``cluster`` (a Dask ``Client``, scheduler address or Cluster), as Dask tasks at once: the same numbers,
+    bit for bit.
 
     Returns {"tasks", "delays", "conditions", and per condition c: c -> {"accuracy", "loss", "grad_norm":
     (train_steps, n_tasks, D, S), "exponents": (n_records, n_tasks, D, S, record_k), "exponent_steps",
@@ -68,32 +121,28 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
     """
     s = sweep
     J, D, S = len(s.tasks), len(s.delays), s.n_networks
-    grid = s.grid()
-    base = s.model.build(1, 1, n_networks=S, generator=generator(s.seed), device=device)
+    n = J * D * S  # networks per condition
+    inner = progress and cluster is None  # the steps' progress bars in this process, the shards' on a cluster
+    with open_executor(cluster, progress=progress) as ex:
+        pre, shards = [], []
+        if any(c != "none" for c in s.conditions) and s.schedule.pre_steps:
+            shards = [Shard("delay_sweep", a, b, "preflossing", "seeds") for a, b in ranges(S, s.shard_size)]
+            pre = [ex.submit(sh, _prefloss_shard, s, sh.start, sh.stop, device, inner) for sh in shards]
+        tasks = list(pre)
+        for i, c in enumerate(s.conditions):
+            for a, b in ranges(n, s.shard_size):
+                shards.append(Shard("delay_sweep", i * n + a, i * n + b))
+                tasks.append(ex.submit(shards[-1], _train_shard, s, c, a, b, pre if c != "none" else [], device,
+                                       inner))
+        done = ex.gather(tasks, shards)
     out = {"tasks": list(s.tasks), "delays": list(s.delays), "conditions": list(s.conditions)}
-    pre = None
-    if any(c != "none" for c in s.conditions) and s.schedule.pre_steps:
-        pre = copy.deepcopy(base)
-        res = floss(pre, s.schedule.pre_steps, config=s.floss_config(), generator=generator(s.seed + 1),
-                    progress=progress)
-        out["pre_floss_exponents"] = res.exponents
-    during = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
-                           max_episodes=s.schedule.max_episodes)
-    groups = [[c for c in s.conditions if c != "pre+during"], [c for c in s.conditions if c == "pre+during"]]
-    for group in groups:
-        if not group:
-            continue
-        model = concat_networks([tile_networks(base if c == "none" or pre is None else pre, J * D) for c in group])
-        h = train(model, grid * len(group), config=s.train, floss_config=s.floss_config(),
-                  schedule=FlossSchedule.none() if group[0] != "pre+during" else during,
-                  generator=generator(s.seed + 2), progress=progress)
-        n, r = h.accuracy.shape[0], len(h.exponent_steps)
-        for i, c in enumerate(group):
-            sl = slice(i * J * D * S, (i + 1) * J * D * S)
-            out[c] = {
-                "accuracy": h.accuracy[:, sl].reshape(n, J, D, S), "loss": h.loss[:, sl].reshape(n, J, D, S),
-                "grad_norm": h.grad_norm[:, sl].reshape(n, J, D, S),
-                "exponents": h.exponents[:, sl].reshape(r, J, D, S, -1), "exponent_steps": h.exponent_steps,
-                "failed": h.failed[sl].reshape(J, D, S),
-            }
+    if pre:
+        out["pre_floss_exponents"] = join(done[:len(pre)], {"exponents": 1})["exponents"]
+    per_condition = len(done[len(pre):]) // len(s.conditions)
+    for i, c in enumerate(s.conditions):
+        h = join(done[len(pre) + i * per_condition:len(pre) + (i + 1) * per_condition], _NETWORK_DIM)
+        steps, records = h["accuracy"].shape[0], len(h["exponent_steps"])
+        out[c] = {key: h[key].reshape(steps, J, D, S) for key in ("accuracy", "loss", "grad_norm")}
+        out[c].update(exponents=h["exponents"].reshape(records, J, D, S, -1), exponent_steps=h["exponent_steps"],
+                      failed=h["failed"].reshape(J, D, S))
     return out

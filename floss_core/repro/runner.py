@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .cluster import check_cluster_spec, open_cluster
 from .execute import ensure_python3_kernel, kernel_environment, make_state_dirs, run_notebook
 from .quick_params import (
     NotebookParameters,
@@ -43,7 +44,7 @@ __all__ = ["NotebookParameters", "Options", "Settings", "UsageError", "check_dev
 
 PROG = "run_all.sh"
 USAGE = """\
-Usage: ./run_all.sh [--quick] [--device DEV] [--list] [NAME ...]
+Usage: ./run_all.sh [--quick] [--device DEV] [--cluster local|ADDRESS] [--list] [NAME ...]
    or: python -m floss_core.repro.runner [...]   (the same, from the repository root)
 
 Execute the figure notebooks notebooks/[0-9][0-9]_*.ipynb with papermill, in order, and collect their figures.
@@ -56,6 +57,12 @@ Execute the figure notebooks notebooks/[0-9][0-9]_*.ipynb with papermill, in ord
                  _cache/quick/, executed notebooks to _executed/quick/, so full-scale outputs are never touched
   --device DEV   pass device=DEV (e.g. cuda, cuda:1) to every notebook that declares `device`; checked before
                  anything runs: torch.device(DEV) must parse, and a cuda device must exist (unless --list)
+  --cluster local|ADDRESS
+                 run the notebooks' sweeps as shards on a Dask cluster, started (local: one single-threaded
+                 worker process per core, FLOSS_THREADS of them) or reached (ADDRESS: a scheduler,
+                 tcp://HOST:PORT) once before any notebook runs; its address goes to every notebook that declares
+                 `cluster`, its dashboard address is printed; an unreachable scheduler exits 2. The same numbers
+                 as without it (bit for bit, with one thread per worker as with FLOSS_THREADS=1)
   --list         print the selected notebooks and the parameters each would get (the defaults of its
                  `parameters` cell, overrides marked with where they come from), run nothing
   -h, --help     this text
@@ -80,7 +87,7 @@ it), FLOSS_FIG_DIR=<its temporary figure directory>, FLOSS_CACHE_DIR, FLOSS_THRE
 OMP/MKL/OPENBLAS_NUM_THREADS=FLOSS_THREADS, and imports floss_core from the same place as the runner.
 
 Exit status: 0 all succeeded, 1 some notebook failed, 2 usage error (unknown option or notebook name, bad
---device or FLOSS_THREADS, ...), 130 interrupted.
+--device, --cluster or FLOSS_THREADS, an unreachable scheduler, ...), 130 interrupted.
 """
 
 
@@ -155,7 +162,33 @@ def _prepare(opts: Options, env: Mapping[str, str]) -> tuple[Settings, list[Note
         except Exception as err:  # noqa: BLE001 - unreadable / not YAML / not a mapping: one message
             raise UsageError(f"cannot read the quick parameters {settings.quick_params}: {err}") from None
     plans = [resolve_parameters(nb, quick=opts.quick, device=opts.device, quick_params=table) for nb in notebooks]
+    if opts.cluster is not None:
+        check_cluster_spec(opts.cluster)
+        _pass_cluster(plans, opts.cluster, warn=True)
     return settings, plans
+
+
+def _pass_cluster(plans: list[NotebookParameters], value: str, *, warn: bool = False) -> None:
+    """``cluster=value`` for every notebook that declares ``cluster`` (with ``warn``: a warning for the others)."""
+    for params in plans:
+        if params.error:
+            continue
+        if "cluster" in params.defaults:
+            params.values["cluster"], params.sources["cluster"] = value, "--cluster"
+        elif warn:
+            params.warnings.append(f"{params.path.name} declares no 'cluster' parameter; --cluster {value} ignored "
+                                   "(its sweeps run in its kernel)")
+
+
+def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, str], opts: Options) -> int:
+    """Run the notebooks, on the cluster of ``--cluster`` if given (started or reached first; UsageError if not)."""
+    mode = ("quick" if opts.quick else "paper scale") + (f", device {opts.device}" if opts.device else "")
+    if opts.cluster is None:
+        return run_notebooks(plans, settings, env, mode=mode)
+    with open_cluster(opts.cluster, n_workers=settings.threads) as info:
+        print(f"{PROG}: {info.describe()}", flush=True)
+        _pass_cluster(plans, info.address)
+        return run_notebooks(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
@@ -178,10 +211,12 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None)
     for params in plans:
         for warning in params.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-    mode = ("quick" if opts.quick else "paper scale") + (f", device {opts.device}" if opts.device else "")
     try:
         with _terminate_as_interrupt():
-            return run_notebooks(plans, settings, env, mode=mode)
+            return _run(plans, settings, env, opts)
+    except UsageError as err:  # the cluster could not be started or reached: before any notebook ran
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130

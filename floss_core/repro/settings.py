@@ -29,6 +29,7 @@ class Options:
 
     quick: bool = False
     device: str | None = None
+    cluster: str | None = None  # "local" or a Dask scheduler address
     listing: bool = False
     help: bool = False
     names: list[str] = field(default_factory=list)
@@ -56,11 +57,12 @@ def parse_args(argv) -> Options:
             return opts
         if arg in ("--quick", "--list"):
             setattr(opts, "quick" if arg == "--quick" else "listing", True)
-        elif arg == "--device" or arg.startswith("--device="):
-            value = arg.partition("=")[2] if "=" in arg else (args.pop(0) if args else "")
+        elif arg.split("=", 1)[0] in ("--device", "--cluster"):
+            name, _, value = arg.partition("=")
+            value = value if "=" in arg else (args.pop(0) if args else "")
             if not value:
-                raise UsageError("--device needs a value")
-            opts.device = value
+                raise UsageError(f"{name} needs a value")
+            setattr(opts, name[2:], value)
         elif arg == "--":
             opts.names += args
             break
