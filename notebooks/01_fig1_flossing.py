@@ -38,6 +38,7 @@ plotting.setup()
 quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
+cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 gains = [0.5, 1.0, 2.0]  # starting gains g: stable, marginal, chaotic
 ks = [1, 16]  # numbers of exponents flossed
 n_networks = 6  # networks per gain
@@ -55,7 +56,7 @@ sweep = experiments.build(experiments.FlossingSweep, gains=gains, ks=ks, n_netwo
                           floss_steps=floss_steps, spectrum_k=spectrum_k, spectrum_steps=spectrum_steps,
                           horizon=horizon, model=model, floss=floss, seed=seed)
 res = cached("flossing_sweep", {"sweep": sweep, "device": device},
-             lambda: experiments.flossing_sweep(sweep, device=device, progress=not quick))
+             lambda: experiments.flossing_sweep(sweep, device=device, progress=not quick, cluster=cluster))
 gain_of = res["gains"]  # (E,): the starting gain of every network
 by_k = {key: dict(zip(ks, res[key])) for key in ["floss_exponents", "spectrum_after", "profile_after", "log_sv_after"]}
 

@@ -34,6 +34,7 @@ plotting.setup()
 quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
+cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 tasks = ["copy", "xor"]  # delayed copy and delayed XOR (see floss_core.tasks)
 delays = [10, 20, 30, 40, 60, 90]  # d, the longest lag (the author's XOR "delay" is d/2): the x axis
 n_networks = 5  # networks (seeds) per task, delay and condition
@@ -51,7 +52,7 @@ sweep = experiments.build(experiments.DelaySweep, tasks=tasks, delays=delays, n_
                           encoding=encoding,
                           seed=seed)
 res = cached("delay_sweep", {"sweep": sweep, "device": device},
-             lambda: experiments.delay_sweep(sweep, device=device, progress=not quick))
+             lambda: experiments.delay_sweep(sweep, device=device, progress=not quick, cluster=cluster))
 summary = {task: experiments.summarize_delay_sweep(res, task) for task in tasks}
 
 # %%

@@ -36,6 +36,7 @@ plotting.setup()
 quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
+cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 channels = [1, 2, 4]  # C, the task dimension: one curve each (every channel carries its own delayed copy)
 ks = [0, 1, 4, 16, 64]  # exponents flossed before training (0: none): the x axis
 delay = 15  # d: 15 in our runs (the sweep's default: 20)
@@ -53,7 +54,7 @@ sweep = experiments.build(experiments.ComplexitySweep, channels=channels, ks=ks,
                           n_networks=n_networks, seq_len=seq_len, batch=batch, model=model, train=train,
                           floss=floss, schedule=schedule, encoding=encoding, seed=seed)
 res = cached("complexity_sweep", {"sweep": sweep, "device": device},
-             lambda: experiments.complexity_sweep(sweep, device=device, progress=not quick))
+             lambda: experiments.complexity_sweep(sweep, device=device, progress=not quick, cluster=cluster))
 final = {C: final_accuracy(acc) for C, acc in zip(channels, res["accuracy"])}  # (len(ks), S) each
 
 # %%

@@ -36,6 +36,7 @@ plotting.setup()
 quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
+cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 cells = ["lstm", "gru"]  # the gated architectures (ModelConfig.cell; the author's figures 3-5 use "tanh")
 tasks = ["xor", "copy"]
 delays = [4, 10, 20, 40]  # d, the longest lag (even: XOR needs d/2)
@@ -55,7 +56,7 @@ sweeps = {cell: experiments.build(experiments.DelaySweep, tasks=tasks, delays=de
                                   train=train, floss=floss, schedule=schedule, encoding=encoding, seed=seed)
           for cell in cells}
 res = {cell: cached("delay_sweep", {"sweep": sweep, "device": device},
-                    partial(experiments.delay_sweep, sweep, device=device, progress=not quick))
+                    partial(experiments.delay_sweep, sweep, device=device, progress=not quick, cluster=cluster))
        for cell, sweep in sweeps.items()}
 summary = {cell: {task: experiments.summarize_delay_sweep(res[cell], task) for task in tasks} for cell in cells}
 
