@@ -1,0 +1,274 @@
+"""Backpropagation through time for TanhRNN ensembles with a hand-written backward (a fast ``task_loss``).
+
+``tanh_task_loss`` returns what ``training.task_loss`` returns (masked BCE-with-logits per network over its mask
+count, and the fraction of correct signs), with the same gradients up to roundoff, from one autograd node whose
+forward and backward are written out by hand. Network e (voltage form, as ``TanhRNN``), for t = 0..T-1:
+
+    x_t = W r_{t-1} + b + U s_t,   r_t = tanh(x_t),   x_{-1} = h0,   z_t = V x_t + c,   L = sum mask * bce(z_t, y_t)
+
+**Forward.** tanh is computed as ``2 sigmoid(2x) - 1`` (torch's CPU tanh costs ~3 ns per entry, 5x its sigmoid)
+and the affine parts are folded into the weights, powers of two apart (exact): with the scaled state ``u_t = 2 x_t``
+and ``q_t = sigmoid(u_t)``, ``u_t = 4W q_{t-1} + 2(b - W 1) + 2U s_t`` and ``z_t = (V / 2) u_t + c``. The input drive
+of all steps is one elementwise operation into the state buffer; then per step one batched matmul, one add and one
+sigmoid into preallocated buffers (E, T, B, N); the readout of all steps is one matmul per network, the BCE one
+elementwise operation.
+
+**Backward.** With ``G_t = dL/dz_t = mask (sigmoid(z_t) - y_t)`` (times the upstream gradient), the state adjoint
+``a_t = dL/dx_t`` runs backwards with one batched matmul per step, using ``1 - r^2 = 4 q (1 - q)``:
+
+    a_{T-1} = G_{T-1} V,   a_{t-1} = G_{t-1} V + q_{t-1} (1 - q_{t-1}) * (a_t 4W),
+    h0_bar = a_{-1} = q_{-1} (1 - q_{-1}) * (a_0 4W)
+
+and every weight gradient is one matmul per network (or one reduction) over all steps and trajectories:
+
+    W_bar = sum_t a_t^T r_{t-1} = 2 sum_t a_t^T q_{t-1} - b_bar 1^T,   [U_bar, b_bar] = sum_t a_t^T [s_t, 1],
+    V_bar = sum_t G_t^T x_t,   c_bar = sum_t G_t,   and for the inputs s_bar_t = a_t U.
+
+``checkpoint=n`` keeps only the state before every n-th step and recomputes each stretch in the backward (the sums
+above then run per stretch). On CPU the networks run in sub-batches on worker threads (``floss_core.fast._run``),
+one intra-op thread each; fixed sub-batches give the same bits on any number of workers. Float32 and float64, CPU
+and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the folded offsets and the summation orders differ at
+roundoff (~1e-15 relative in float64).
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .fast import _give_buffer, _run, _take_buffer
+from .models import TanhRNN
+
+__all__ = ["supports_tanh_bptt", "tanh_task_loss"]
+
+_GROUP_BYTES = 2 ** 19  # CPU: networks per sub-batch so that their per-step data (W, states) are about this
+_MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
+
+
+def supports_tanh_bptt(model) -> bool:
+    """Whether ``tanh_task_loss`` computes ``task_loss`` for ``model``: a TanhRNN with TanhRNN's own dynamics."""
+    if not isinstance(model, TanhRNN):
+        return False
+    cls = type(model)
+    return all(getattr(cls, name) is getattr(TanhRNN, name) for name in ("step", "_drive", "readout"))
+
+
+def _outer_into(out, coef, M, add=None):
+    """out (E, L, B, K) = add + coef (E, L, B, J) @ M (E, J, K) for a small J, elementwise (a batched matmul with
+    J columns is several times slower on CPU); add broadcasts to out or is None (zero)."""
+    if add is None:
+        torch.mul(coef[..., :1], M[:, None, None, 0], out=out)
+    else:
+        torch.addcmul(add, coef[..., :1], M[:, None, None, 0], out=out)
+    for j in range(1, coef.shape[-1]):
+        out.addcmul_(coef[..., j:j + 1], M[:, None, None, j])
+    return out
+
+
+def _run_stretch(W4t, off, U2t, u0, X, Y, Q):
+    """Steps of a stretch from the scaled state u0 (E, B, N), inputs X (E, L, B, I): fills the scaled states
+    Y (E, L, B, N) and the sigmoids Q (E, L, B, N) entering each step; returns the last state (a view)."""
+    _outer_into(Y, X, U2t, off)  # the drive 2(b - W 1) + 2U s_t of every step
+    C = torch.empty_like(u0, memory_format=torch.contiguous_format)  # (E, B, N)
+    sigmoid, bmm, prev = torch.sigmoid, torch.bmm, u0
+    for y, q in zip(Y.unbind(1), Q.unbind(1)):  # views made once
+        sigmoid(prev, out=q)
+        y.add_(bmm(q, W4t, out=C))  # u_t = drive + 4W q_{t-1}
+        prev = y
+    return prev
+
+
+def _loss_of(V, c, Y, y, m):
+    """Logits z (E, L, B, O) of the scaled states Y, masked BCE sum (E,) and correct signs (E,) of the stretch.
+    y, m: targets and mask (E, L, B, O) (views)."""
+    E, L, B, N = Y.shape
+    O = V.shape[1]
+    z = Y.new_empty(E, L * B, O)
+    for e in range(E):  # one gemv per network: batched gemv is several times slower on CPU
+        torch.addmm(c[e], Y[e].view(L * B, N), V[e].mT, alpha=0.5, out=z[e])  # z = (V / 2) u + c
+    z = z.view(E, L, B, O)
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # (E, L, B, O)
+    correct = ((z > 0) == (y > 0.5)).to(z.dtype)
+    return z, (bce * m).flatten(1).sum(1), (correct * m).flatten(1).sum(1)
+
+
+def _back_stretch(W, U, V, Y, Q, X, G, h_bar, A, P, grads, need):
+    """The backward of one stretch: G (E, L, B, O) the gradient on its logits, h_bar (E, B, N) the gradient on its
+    last state from later steps (None after the last step), A, P (E, L, B, N) work buffers. Adds into ``grads``
+    [W_bar without its -b_bar 1^T, U_bar, b_bar, V_bar, c_bar, -, inputs' gradients]; returns the gradient on the
+    state before the stretch."""
+    E, L, B, N = Y.shape
+    W4 = 4 * W
+    _outer_into(A, G, V)  # a_t = G_t V + ...
+    torch.addcmul(Q, Q, Q, value=-1, out=P)  # q (1 - q) = (1 - r^2) / 4
+    Av, Pv = A.unbind(1), P.unbind(1)
+    if h_bar is not None:
+        Av[-1].add_(h_bar)
+    C = torch.empty_like(Av[0], memory_format=torch.contiguous_format)  # (E, B, N)
+    bmm = torch.bmm
+    for t in range(L - 1, 0, -1):
+        Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))
+    h_bar = torch.bmm(Av[0], W4).mul_(Pv[0])  # onto the state before the stretch
+    A2, Q2, Y2 = A.view(E, L * B, N), Q.view(E, L * B, N), Y.view(E, L * B, N)
+    X2, G2 = X.reshape(E, L * B, -1), G.view(E, L * B, -1)
+    for e in range(E):  # one gemm (gemv) per network: faster than the batched ones at these sizes
+        if need[0]:
+            grads[0][e].addmm_(A2[e].mT, Q2[e], alpha=2)
+        for i in range(X2.shape[-1] if need[1] else 0):
+            grads[1][e, :, i].add_(torch.mv(A2[e].mT, X2[e, :, i]))
+        if need[3]:
+            grads[3][e].addmm_(G2[e].mT, Y2[e], alpha=0.5)  # x = u / 2
+    if need[0] or need[2]:
+        grads[2] += A2.sum(1)
+    if need[4]:
+        grads[4] += G2.sum(1)
+    if need[6]:
+        grads[6].append(torch.bmm(A2, U).view(E, L, B, -1))
+    return h_bar
+
+
+def _stretches(T, checkpoint):
+    n = checkpoint if 0 < checkpoint < T else T
+    return [(t0, min(T, t0 + n)) for t0 in range(0, T, n)]
+
+
+def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, buf):
+    """Loss sums (E,), correct signs (E,) and what the backward needs, for one sub-batch of networks.
+    X, Y, M: inputs, targets, mask transposed to (E, T, B, .); buf (2, E, T, B, N) (None: checkpointed)."""
+    E, T, B, _ = X.shape
+    N = W.shape[-1]
+    W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
+    u = 2 * h0  # (E, B, N)
+    bce, correct, kept = 0, 0, []
+    for t0, t1 in _stretches(T, checkpoint):
+        Ys, Qs = buf if buf is not None else W.new_empty(2, E, t1 - t0, B, N)
+        kept.append(u)
+        u = _run_stretch(W4t, off, U2t, u, X[:, t0:t1], Ys, Qs)
+        z, b_, c_ = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])
+        bce, correct = bce + b_, correct + c_
+    return bce, correct, ([Ys, Qs, z] if buf is not None else [torch.stack(kept)])
+
+
+def _backward_group(W, U, b, V, c, h0, X, Y, M, saved, g, checkpoint, need, work):
+    """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the upstream
+    gradient, work (2, E, T, B, N) or None (checkpointed: per-stretch buffers)."""
+    E, T, B, I = X.shape
+    N, O = W.shape[-1], V.shape[1]
+    kw = {"dtype": W.dtype, "device": W.device}
+    grads = [torch.zeros(E, N, N, **kw), torch.zeros(E, N, I, **kw), torch.zeros(E, N, **kw),
+             torch.zeros(E, O, N, **kw), torch.zeros(E, O, **kw), None, []]
+    stretches = _stretches(T, checkpoint)
+    if work is None:
+        W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
+    h_bar = None
+    for k in range(len(stretches) - 1, -1, -1):
+        t0, t1 = stretches[k]
+        if work is not None:
+            (Ys, Qs, z), (A, P) = saved, work
+        else:  # recompute the stretch from the state kept before it
+            Ys, Qs, A, P = W.new_empty(4, E, t1 - t0, B, N)
+            _run_stretch(W4t, off, U2t, saved[0][k], X[:, t0:t1], Ys, Qs)
+            z = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])[0]
+        G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g[:, None, None, None]  # dL/dz, (E, L, B, O)
+        h_bar = _back_stretch(W, U, V, Ys, Qs, X[:, t0:t1], G, h_bar, A, P, grads, need)
+    W_bar = grads[0].sub_(grads[2][..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
+    X_bar = torch.cat(grads[6][::-1], 1).transpose(1, 2) if need[6] else None
+    out = [W_bar, grads[1], grads[2], grads[3], grads[4], h_bar, X_bar]
+    return [o if nd else None for o, nd in zip(out, need)]
+
+
+class _TanhBPTT(torch.autograd.Function):
+    """(W, U, b, V, c, h0, inputs, targets, mask) -> (masked BCE sum (E,), correct signs (E,)) of a TanhRNN ensemble,
+    with a hand-written backward. The networks run in sub-batches (``groups``, slices of E) on ``workers`` threads."""
+
+    @staticmethod
+    def forward(ctx, W, U, b, V, c, h0, X, Y, M, groups, workers, one_thread, checkpoint):
+        E, B, T, _ = X.shape
+        full = _stretches(T, checkpoint) == [(0, T)]
+        buf = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if full else None
+        args = (W, U, b, V, c, h0, X.transpose(1, 2), Y.transpose(1, 2), M.transpose(1, 2))
+        out = _run(workers, [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint,
+                                                        None if buf is None else buf[:, g])
+                             for g in groups], one_thread, W.device.type)
+        if buf is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
+            weakref.finalize(ctx, _give_buffer, buf)
+        ctx.n_saved = len(out[0][2])
+        ctx.save_for_backward(W, U, b, V, c, h0, X, Y, M, *(t for _, _, sv in out for t in sv))
+        ctx.groups, ctx.workers, ctx.one_thread, ctx.checkpoint = groups, workers, one_thread, checkpoint
+        bce, correct = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        ctx.mark_non_differentiable(correct)
+        return bce, correct
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_bce, g_correct):
+        W, U, b, V, c, h0, X, Y, M, *rest = ctx.saved_tensors
+        args = (W, U, b, V, c, h0, X.transpose(1, 2), Y.transpose(1, 2), M.transpose(1, 2))
+        k = ctx.n_saved
+        per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
+        E, B, T, _ = X.shape
+        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
+        need = ctx.needs_input_grad[:7]
+        jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_bce[g], ctx.checkpoint, need,
+                                                   None if work is None else work[:, g])
+                for g, sv in zip(ctx.groups, per_group)]
+        out = _run(ctx.workers, jobs, ctx.one_thread, W.device.type)
+        if work is not None:
+            _give_buffer(work)
+        grads = [None if out[0][i] is None else torch.cat([o[i] for o in out]) for i in range(7)]
+        return (*grads, None, None, None, None, None, None, None)
+
+
+def _plan(E, B, N, device, dtype, group, workers):
+    """Sub-batches (slices of E), worker threads, and whether operations run on one intra-op thread."""
+    cpu = torch.device(device).type == "cpu"
+    if workers is None:
+        workers = min(torch.get_num_threads(), E) if cpu else 1
+    if group is None:
+        per_network = torch.finfo(dtype).bits // 8 * (N * N + 4 * B * N)
+        n = max(1, -(-E * per_network // _GROUP_BYTES)) if cpu else 1
+        n = min(E, -(-max(n, workers) // workers) * workers)
+        sizes = [E // n + (i < E % n) for i in range(n)]
+    else:
+        sizes = [min(group, E - e0) for e0 in range(0, E, group)]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    groups = [slice(s, s + n) for s, n in zip(starts, sizes)]
+    step_flops = 2 * max(sizes) * B * N * N
+    one_thread = cpu and ((workers > 1 and len(groups) > 1) or step_flops < _MIN_INTRAOP_FLOPS)
+    return groups, workers, one_thread
+
+
+def tanh_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, group: int | None = None,
+                   workers: int | None = None):
+    """``task_loss(model, batch, h0, checkpoint=...)`` for a TanhRNN (``supports_tanh_bptt``), hand-differentiated.
+
+    Returns the masked BCE per network (E,) and the fraction of correct signs (E,) (detached), with the gradients
+    of W, U, b, V, c, h0 (E, B, N) and the inputs equal to autograd's up to roundoff (none for targets and mask).
+
+    Other arguments (keyword-only):
+        checkpoint: > 0 keeps only every checkpoint-th state for the backward and recomputes the stretches between.
+        group: networks per sub-batch (default: on CPU sub-batches whose per-step data stay near 512 KiB, their
+            number a multiple of ``workers``; on GPU all networks at once).
+        workers: CPU threads running sub-batches at once, one intra-op thread each (default: torch's thread count;
+            on GPU 1). For fixed sub-batches the result does not depend on it.
+    """
+    if not supports_tanh_bptt(model):
+        raise ValueError(f"tanh_task_loss needs a TanhRNN with its own dynamics, got {type(model).__name__}")
+    if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
+        raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
+                         f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 0:
+        raise ValueError(f"checkpoint must be an int >= 0 (segment length in steps, 0: off), got {checkpoint!r}")
+    for name, value in (("workers", workers), ("group", group)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    E, B = batch.inputs.shape[:2]
+    W = model.W
+    groups, workers, one_thread = _plan(E, B, W.shape[-1], W.device, W.dtype, group, workers)
+    checkpoint = checkpoint if torch.is_grad_enabled() else 0
+    bce, correct = _TanhBPTT.apply(W, model.U, model.b, model.V, model.c, h0, batch.inputs, batch.targets,
+                                   batch.mask, groups, workers, one_thread, checkpoint)
+    n = batch.mask.flatten(1).sum(1)  # (E,)
+    return bce / n, (correct / n).detach()
