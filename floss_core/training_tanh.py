@@ -85,10 +85,7 @@ def _loss_of(V, c, Y, y, m):
     y, m: targets and mask (E, L, B, O) (views)."""
     E, L, B, N = Y.shape
     O = V.shape[1]
-    z = Y.new_empty(E, L * B, O)
-    for e in range(E):  # one gemv per network: batched gemv is several times slower on CPU
-        torch.addmm(c[e], Y[e].view(L * B, N), V[e].mT, alpha=0.5, out=z[e])  # z = (V / 2) u + c
-    z = z.view(E, L, B, O)
+    z = torch.baddbmm(c[:, None], Y.view(E, L * B, N), V.mT, alpha=0.5).view(E, L, B, O)  # z = (V / 2) u + c
     bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # (E, L, B, O)
     correct = ((z > 0) == (y > 0.5)).to(z.dtype)
     return z, (bce * m).flatten(1).sum(1), (correct * m).flatten(1).sum(1)
@@ -97,8 +94,8 @@ def _loss_of(V, c, Y, y, m):
 def _back_stretch(W, U, V, Y, Q, X, G, h_bar, A, P, grads, need):
     """The backward of one stretch: G (E, L, B, O) the gradient on its logits, h_bar (E, B, N) the gradient on its
     last state from later steps (None after the last step), A, P (E, L, B, N) work buffers. Adds into ``grads``
-    [W_bar without its -b_bar 1^T, U_bar, b_bar, V_bar, c_bar, -, inputs' gradients]; returns the gradient on the
-    state before the stretch."""
+    [2 sum a^T q, [U_bar, b_bar]^T, -, V_bar, c_bar, -, inputs' gradients]; returns the gradient on the state
+    before the stretch."""
     E, L, B, N = Y.shape
     W4 = 4 * W
     _outer_into(A, G, V)  # a_t = G_t V + ...
@@ -111,17 +108,13 @@ def _back_stretch(W, U, V, Y, Q, X, G, h_bar, A, P, grads, need):
     for t in range(L - 1, 0, -1):
         Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))
     h_bar = torch.bmm(Av[0], W4).mul_(Pv[0])  # onto the state before the stretch
-    A2, Q2, Y2 = A.view(E, L * B, N), Q.view(E, L * B, N), Y.view(E, L * B, N)
-    X2, G2 = X.reshape(E, L * B, -1), G.view(E, L * B, -1)
-    for e in range(E):  # one gemm (gemv) per network: faster than the batched ones at these sizes
-        if need[0]:
-            grads[0][e].addmm_(A2[e].mT, Q2[e], alpha=2)
-        for i in range(X2.shape[-1] if need[1] else 0):
-            grads[1][e, :, i].add_(torch.mv(A2[e].mT, X2[e, :, i]))
-        if need[3]:
-            grads[3][e].addmm_(G2[e].mT, Y2[e], alpha=0.5)  # x = u / 2
-    if need[0] or need[2]:
-        grads[2] += A2.sum(1)
+    A2, Q2, Y2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), Y.view(E, L * B, N), G.view(E, L * B, -1)
+    if need[0]:
+        grads[0].baddbmm_(A2.mT, Q2, alpha=2)
+    if need[0] or need[1] or need[2]:  # [U_bar, b_bar]^T = [s, 1]^T a, as (E, I + 1, N): the fast orientation
+        grads[1].baddbmm_(torch.cat([X, X.new_ones(E, L, B, 1)], -1).view(E, L * B, -1).mT, A2)
+    if need[3]:
+        grads[3].baddbmm_(G2.mT, Y2, alpha=0.5)  # x = u / 2
     if need[4]:
         grads[4] += G2.sum(1)
     if need[6]:
@@ -136,46 +129,53 @@ def _stretches(T, checkpoint):
 
 def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, buf):
     """Loss sums (E,), correct signs (E,) and what the backward needs, for one sub-batch of networks.
-    X, Y, M: inputs, targets, mask transposed to (E, T, B, .); buf (2, E, T, B, N) (None: checkpointed)."""
+    X, Y, M: inputs, targets, mask transposed to (E, T, B, .); buf (2, E, T, B, N), or None when checkpointed."""
     E, T, B, _ = X.shape
     N = W.shape[-1]
     W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
     u = 2 * h0  # (E, B, N)
-    bce, correct, kept = 0, 0, []
-    for t0, t1 in _stretches(T, checkpoint):
-        Ys, Qs = buf if buf is not None else W.new_empty(2, E, t1 - t0, B, N)
-        kept.append(u)
+    stretches = _stretches(T, checkpoint)
+    if buf is None:  # checkpointed: one stretch's buffers, reused, and the state before every stretch
+        buf, kept = W.new_empty(2, E, stretches[0][1], B, N), W.new_empty(len(stretches), E, B, N)
+    bce = correct = 0
+    for k, (t0, t1) in enumerate(stretches):
+        Ys, Qs = buf[:, :, :t1 - t0]
+        if len(stretches) > 1:  # a copy: u may be a view into the buffer this stretch overwrites
+            kept[k] = u
+            u = kept[k]
         u = _run_stretch(W4t, off, U2t, u, X[:, t0:t1], Ys, Qs)
         z, b_, c_ = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
-    return bce, correct, ([Ys, Qs, z] if buf is not None else [torch.stack(kept)])
+    return bce, correct, ([Ys, Qs, z] if len(stretches) == 1 else [kept])
 
 
 def _backward_group(W, U, b, V, c, h0, X, Y, M, saved, g, checkpoint, need, work):
     """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the upstream
-    gradient, work (2, E, T, B, N) or None (checkpointed: per-stretch buffers)."""
+    gradient, work (2, E, T, B, N) or None (checkpointed: the stretches' buffers are made here)."""
     E, T, B, I = X.shape
     N, O = W.shape[-1], V.shape[1]
     kw = {"dtype": W.dtype, "device": W.device}
-    grads = [torch.zeros(E, N, N, **kw), torch.zeros(E, N, I, **kw), torch.zeros(E, N, **kw),
-             torch.zeros(E, O, N, **kw), torch.zeros(E, O, **kw), None, []]
+    grads = [torch.zeros(E, N, N, **kw), torch.zeros(E, I + 1, N, **kw), None, torch.zeros(E, O, N, **kw),
+             torch.zeros(E, O, **kw), None, []]
     stretches = _stretches(T, checkpoint)
-    if work is None:
+    if len(stretches) > 1:  # checkpointed: one stretch's buffers, reused
         W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
+        work = W.new_empty(4, E, stretches[0][1], B, N)
     h_bar = None
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
-        if work is not None:
+        if len(stretches) == 1:
             (Ys, Qs, z), (A, P) = saved, work
         else:  # recompute the stretch from the state kept before it
-            Ys, Qs, A, P = W.new_empty(4, E, t1 - t0, B, N)
+            Ys, Qs, A, P = work[:, :, :t1 - t0]
             _run_stretch(W4t, off, U2t, saved[0][k], X[:, t0:t1], Ys, Qs)
             z = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g[:, None, None, None]  # dL/dz, (E, L, B, O)
         h_bar = _back_stretch(W, U, V, Ys, Qs, X[:, t0:t1], G, h_bar, A, P, grads, need)
-    W_bar = grads[0].sub_(grads[2][..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
+    U_bar, b_bar = grads[1][:, :I].mT, grads[1][:, I]
+    W_bar = grads[0].sub_(b_bar[..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
     X_bar = torch.cat(grads[6][::-1], 1).transpose(1, 2) if need[6] else None
-    out = [W_bar, grads[1], grads[2], grads[3], grads[4], h_bar, X_bar]
+    out = [W_bar, U_bar, b_bar, grads[3], grads[4], h_bar, X_bar]
     return [o if nd else None for o, nd in zip(out, need)]
 
 
