@@ -55,50 +55,47 @@ def supports_tanh_bptt(model) -> bool:
     return all(getattr(cls, name) is getattr(TanhRNN, name) for name in ("step", "_drive", "readout"))
 
 
-def _outer_into(out, coef, M, add=None):
-    """out (E, L, B, K) = add + coef (E, L, B, J) @ M (E, J, K) for a small J, elementwise (a batched matmul with
-    J columns is several times slower on CPU); add broadcasts to out or is None (zero)."""
-    if add is None:
-        torch.mul(coef[..., :1], M[:, None, None, 0], out=out)
-    else:
-        torch.addcmul(add, coef[..., :1], M[:, None, None, 0], out=out)
-    for j in range(1, coef.shape[-1]):
-        out.addcmul_(coef[..., j:j + 1], M[:, None, None, j])
-    return out
+def _folded(W, U, b, V):
+    """The scaled recursion's matrices: 4W (E, N, N); the drive D = [2U^T; 2(b - W 1)] (E, I + 1, N) of [s_t, 1];
+    the readout z_t = Vq q_{t-1} + Vs [s_t, 1] + c with Vq = 2VW (E, O, N) and Vs = V D^T / 2 (E, O, I + 1)."""
+    W4 = 4 * W
+    D = torch.cat([2 * U.mT, (2 * (b - W.sum(-1)))[:, None]], 1)
+    return W4, D, 0.5 * V @ W4, 0.5 * V @ D.mT
 
 
-def _run_stretch(W4t, off, U2t, u0, X, Y, Q):
-    """Steps of a stretch from the scaled state u0 (E, B, N), inputs X (E, L, B, I): fills the scaled states
-    Y (E, L, B, N) and the sigmoids Q (E, L, B, N) entering each step; returns the last state (a view)."""
-    _outer_into(Y, X, U2t, off)  # the drive 2(b - W 1) + 2U s_t of every step
-    C = torch.empty_like(u0, memory_format=torch.contiguous_format)  # (E, B, N)
-    sigmoid, bmm, prev = torch.sigmoid, torch.bmm, u0
-    for y, q in zip(Y.unbind(1), Q.unbind(1)):  # views made once
-        sigmoid(prev, out=q)
-        y.add_(bmm(q, W4t, out=C))  # u_t = drive + 4W q_{t-1}
-        prev = y
-    return prev
+def _run_stretch(W4t, D, u0, S, Q):
+    """Steps from the scaled state u0 (E, B, N) with [s_t, 1] in S (E, L, B, I + 1): Q (E, L, B, N) receives the
+    sigmoid q_{t-1} entering each step. Returns the last scaled state (E, B, N); the others are not kept."""
+    u = torch.empty_like(u0, memory_format=torch.contiguous_format)  # (E, B, N)
+    Qv, Sv = Q.unbind(1), S.unbind(1)  # the per-step views, made once
+    bmm, sigmoid = torch.bmm, torch.sigmoid
+    sigmoid(u0, out=Qv[0])
+    for t in range(len(Qv) - 1):
+        bmm(Qv[t], W4t, out=u).baddbmm_(Sv[t], D)  # u_t = 4W q_{t-1} + 2U s_t + 2(b - W 1)
+        sigmoid(u, out=Qv[t + 1])
+    return bmm(Qv[-1], W4t, out=u).baddbmm_(Sv[-1], D)
 
 
-def _loss_of(V, c, Y, y, m):
-    """Logits z (E, L, B, O) of the scaled states Y, masked BCE sum (E,) and correct signs (E,) of the stretch.
-    y, m: targets and mask (E, L, B, O) (views)."""
-    E, L, B, N = Y.shape
-    O = V.shape[1]
-    z = torch.baddbmm(c[:, None], Y.view(E, L * B, N), V.mT, alpha=0.5).view(E, L, B, O)  # z = (V / 2) u + c
+def _loss_of(Vq, Vs, c, Q, S, y, m):
+    """Logits z (E, L, B, O) of a stretch from its sigmoids Q and inputs S, its masked BCE sum (E,) and number of
+    correct signs (E,); y, m: its targets and mask (E, L, B, O)."""
+    E, L, B, N = Q.shape
+    z = torch.baddbmm(c[:, None], Q.view(E, L * B, N), Vq.mT)  # (E, L B, O)
+    z = z.baddbmm_(S.reshape(E, L * B, -1), Vs.mT).view(E, L, B, -1)
     bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # (E, L, B, O)
     correct = ((z > 0) == (y > 0.5)).to(z.dtype)
     return z, (bce * m).flatten(1).sum(1), (correct * m).flatten(1).sum(1)
 
 
-def _back_stretch(W, U, V, Y, Q, X, G, h_bar, A, P, grads, need):
+def _back_stretch(W4, U, V, Q, S, G, h_bar, A, P, grads, need):
     """The backward of one stretch: G (E, L, B, O) the gradient on its logits, h_bar (E, B, N) the gradient on its
     last state from later steps (None after the last step), A, P (E, L, B, N) work buffers. Adds into ``grads``
-    [2 sum a^T q, [U_bar, b_bar]^T, -, V_bar, c_bar, -, inputs' gradients]; returns the gradient on the state
-    before the stretch."""
-    E, L, B, N = Y.shape
-    W4 = 4 * W
-    _outer_into(A, G, V)  # a_t = G_t V + ...
+    [2 sum a^T q, [U_bar, b_bar]^T, sum G^T q, sum G^T [s, 1], c_bar, inputs' gradients]; returns the gradient on
+    the state before the stretch."""
+    E, L, B, N = Q.shape
+    torch.mul(G[..., :1], V[:, None, None, 0], out=A)  # a_t = G_t V + ..., elementwise (O is small)
+    for o in range(1, G.shape[-1]):
+        A.addcmul_(G[..., o:o + 1], V[:, None, None, o])
     torch.addcmul(Q, Q, Q, value=-1, out=P)  # q (1 - q) = (1 - r^2) / 4
     Av, Pv = A.unbind(1), P.unbind(1)
     if h_bar is not None:
@@ -106,19 +103,20 @@ def _back_stretch(W, U, V, Y, Q, X, G, h_bar, A, P, grads, need):
     C = torch.empty_like(Av[0], memory_format=torch.contiguous_format)  # (E, B, N)
     bmm = torch.bmm
     for t in range(L - 1, 0, -1):
-        Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))
+        Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))  # a_{t-1} += q (1 - q) (a_t 4W)
     h_bar = torch.bmm(Av[0], W4).mul_(Pv[0])  # onto the state before the stretch
-    A2, Q2, Y2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), Y.view(E, L * B, N), G.view(E, L * B, -1)
+    A2, Q2, S2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), S.reshape(E, L * B, -1), G.view(E, L * B, -1)
     if need[0]:
         grads[0].baddbmm_(A2.mT, Q2, alpha=2)
-    if need[0] or need[1] or need[2]:  # [U_bar, b_bar]^T = [s, 1]^T a, as (E, I + 1, N): the fast orientation
-        grads[1].baddbmm_(torch.cat([X, X.new_ones(E, L, B, 1)], -1).view(E, L * B, -1).mT, A2)
+    if need[0] or need[1] or need[2]:  # [U_bar, b_bar]^T = [s, 1]^T a, as (E, I + 1, N): MKL's fast orientation
+        grads[1].baddbmm_(S2.mT, A2)
     if need[3]:
-        grads[3].baddbmm_(G2.mT, Y2, alpha=0.5)  # x = u / 2
+        grads[2].baddbmm_(G2.mT, Q2)
+        grads[3].baddbmm_(G2.mT, S2)
     if need[4]:
         grads[4] += G2.sum(1)
     if need[6]:
-        grads[6].append(torch.bmm(A2, U).view(E, L, B, -1))
+        grads[5].append(torch.bmm(A2, U).view(E, L, B, -1))
     return h_bar
 
 
@@ -127,55 +125,53 @@ def _stretches(T, checkpoint):
     return [(t0, min(T, t0 + n)) for t0 in range(0, T, n)]
 
 
-def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, buf):
+def _forward_group(W, U, b, V, c, h0, S, Y, M, checkpoint, Q):
     """Loss sums (E,), correct signs (E,) and what the backward needs, for one sub-batch of networks.
-    X, Y, M: inputs, targets, mask transposed to (E, T, B, .); buf (2, E, T, B, N), or None when checkpointed."""
-    E, T, B, _ = X.shape
-    N = W.shape[-1]
-    W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
+    S: [inputs, 1] (E, T, B, I + 1); Y, M: targets and mask (E, T, B, O); Q (E, T, B, N), or None: checkpointed."""
+    E, T, B, _ = S.shape
+    W4, D, Vq, Vs = _folded(W, U, b, V)
     u = 2 * h0  # (E, B, N)
     stretches = _stretches(T, checkpoint)
-    if buf is None:  # checkpointed: one stretch's buffers, reused, and the state before every stretch
-        buf, kept = W.new_empty(2, E, stretches[0][1], B, N), W.new_empty(len(stretches), E, B, N)
+    if Q is None:  # checkpointed: one stretch's buffer, reused, and the state before every stretch
+        Q, kept = W.new_empty(E, stretches[0][1], B, W.shape[-1]), W.new_empty(len(stretches), E, B, W.shape[-1])
     bce = correct = 0
     for k, (t0, t1) in enumerate(stretches):
-        Ys, Qs = buf[:, :, :t1 - t0]
-        if len(stretches) > 1:  # a copy: u may be a view into the buffer this stretch overwrites
+        if len(stretches) > 1:
             kept[k] = u
-            u = kept[k]
-        u = _run_stretch(W4t, off, U2t, u, X[:, t0:t1], Ys, Qs)
-        z, b_, c_ = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])
+        u = _run_stretch(W4.mT, D, u, S[:, t0:t1], Q[:, :t1 - t0])
+        z, b_, c_ = _loss_of(Vq, Vs, c, Q[:, :t1 - t0], S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
-    return bce, correct, ([Ys, Qs, z] if len(stretches) == 1 else [kept])
+    return bce, correct, ([Q, z] if len(stretches) == 1 else [kept])
 
 
-def _backward_group(W, U, b, V, c, h0, X, Y, M, saved, g, checkpoint, need, work):
+def _backward_group(W, U, b, V, c, h0, S, Y, M, saved, g, checkpoint, need, work):
     """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the upstream
     gradient, work (2, E, T, B, N) or None (checkpointed: the stretches' buffers are made here)."""
-    E, T, B, I = X.shape
+    E, T, B, I1 = S.shape
     N, O = W.shape[-1], V.shape[1]
+    W4, D, Vq, Vs = _folded(W, U, b, V)
     kw = {"dtype": W.dtype, "device": W.device}
-    grads = [torch.zeros(E, N, N, **kw), torch.zeros(E, I + 1, N, **kw), None, torch.zeros(E, O, N, **kw),
-             torch.zeros(E, O, **kw), None, []]
+    grads = [torch.zeros(E, N, N, **kw), torch.zeros(E, I1, N, **kw), torch.zeros(E, O, N, **kw),
+             torch.zeros(E, O, I1, **kw), torch.zeros(E, O, **kw), []]
     stretches = _stretches(T, checkpoint)
     if len(stretches) > 1:  # checkpointed: one stretch's buffers, reused
-        W4t, off, U2t = (4 * W).mT, (2 * (b - W.sum(-1)))[:, None, None], (2 * U).mT
-        work = W.new_empty(4, E, stretches[0][1], B, N)
+        work = W.new_empty(3, E, stretches[0][1], B, N)
     h_bar = None
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
         if len(stretches) == 1:
-            (Ys, Qs, z), (A, P) = saved, work
+            (Q, z), (A, P) = saved, work
         else:  # recompute the stretch from the state kept before it
-            Ys, Qs, A, P = work[:, :, :t1 - t0]
-            _run_stretch(W4t, off, U2t, saved[0][k], X[:, t0:t1], Ys, Qs)
-            z = _loss_of(V, c, Ys, Y[:, t0:t1], M[:, t0:t1])[0]
+            Q, A, P = work[:, :, :t1 - t0]
+            _run_stretch(W4.mT, D, saved[0][k], S[:, t0:t1], Q)
+            z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g[:, None, None, None]  # dL/dz, (E, L, B, O)
-        h_bar = _back_stretch(W, U, V, Ys, Qs, X[:, t0:t1], G, h_bar, A, P, grads, need)
-    U_bar, b_bar = grads[1][:, :I].mT, grads[1][:, I]
+        h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, P, grads, need)
+    U_bar, b_bar = grads[1][:, :-1].mT, grads[1][:, -1]
     W_bar = grads[0].sub_(b_bar[..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
-    X_bar = torch.cat(grads[6][::-1], 1).transpose(1, 2) if need[6] else None
-    out = [W_bar, U_bar, b_bar, grads[3], grads[4], h_bar, X_bar]
+    V_bar = 0.5 * (grads[2] @ W4.mT + grads[3] @ D)  # sum G^T x, x_t = (4W q_{t-1} + D^T [s_t, 1]) / 2
+    X_bar = torch.cat(grads[5][::-1], 1).transpose(1, 2) if need[6] else None
+    out = [W_bar, U_bar, b_bar, V_bar, grads[4], h_bar, X_bar]
     return [o if nd else None for o, nd in zip(out, need)]
 
 
@@ -186,16 +182,15 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, U, b, V, c, h0, X, Y, M, groups, workers, one_thread, checkpoint):
         E, B, T, _ = X.shape
-        full = _stretches(T, checkpoint) == [(0, T)]
-        buf = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if full else None
-        args = (W, U, b, V, c, h0, X.transpose(1, 2), Y.transpose(1, 2), M.transpose(1, 2))
-        out = _run(workers, [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint,
-                                                        None if buf is None else buf[:, g])
+        S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
+        Q = _take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if len(_stretches(T, checkpoint)) == 1 else None
+        args = (W, U, b, V, c, h0, S, Y.transpose(1, 2), M.transpose(1, 2))
+        out = _run(workers, [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, None if Q is None else Q[g])
                              for g in groups], one_thread, W.device.type)
-        if buf is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
-            weakref.finalize(ctx, _give_buffer, buf)
+        if Q is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
+            weakref.finalize(ctx, _give_buffer, Q)
         ctx.n_saved = len(out[0][2])
-        ctx.save_for_backward(W, U, b, V, c, h0, X, Y, M, *(t for _, _, sv in out for t in sv))
+        ctx.save_for_backward(W, U, b, V, c, h0, S, Y, M, *(t for _, _, sv in out for t in sv))
         ctx.groups, ctx.workers, ctx.one_thread, ctx.checkpoint = groups, workers, one_thread, checkpoint
         bce, correct = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
         ctx.mark_non_differentiable(correct)
@@ -204,12 +199,12 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_bce, g_correct):
-        W, U, b, V, c, h0, X, Y, M, *rest = ctx.saved_tensors
-        args = (W, U, b, V, c, h0, X.transpose(1, 2), Y.transpose(1, 2), M.transpose(1, 2))
+        W, U, b, V, c, h0, S, Y, M, *rest = ctx.saved_tensors
+        args = (W, U, b, V, c, h0, S, Y.transpose(1, 2), M.transpose(1, 2))
         k = ctx.n_saved
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
-        E, B, T, _ = X.shape
-        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
+        E, T, B, _ = S.shape
+        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 2 else None  # A, P
         need = ctx.needs_input_grad[:7]
         jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_bce[g], ctx.checkpoint, need,
                                                    None if work is None else work[:, g])
