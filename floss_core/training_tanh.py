@@ -43,7 +43,7 @@ from .models import TanhRNN
 
 __all__ = ["supports_tanh_bptt", "tanh_task_loss"]
 
-_GROUP_BYTES = 2 ** 19  # CPU: networks per sub-batch so that their per-step data (W, states) are about this
+_GROUP_BYTES = 2 ** 20  # CPU: networks per sub-batch so that their per-step data (W, states) are about this
 _MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
 
 
@@ -125,10 +125,11 @@ def _stretches(T, checkpoint):
     return [(t0, min(T, t0 + n)) for t0 in range(0, T, n)]
 
 
-def _forward_group(W, U, b, V, c, h0, S, Y, M, checkpoint, Q):
+def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
     """Loss sums (E,), correct signs (E,) and what the backward needs, for one sub-batch of networks.
-    S: [inputs, 1] (E, T, B, I + 1); Y, M: targets and mask (E, T, B, O); Q (E, T, B, N), or None: checkpointed."""
-    E, T, B, _ = S.shape
+    X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); Q (E, T, B, N), or None: checkpointed."""
+    E, B, T, _ = X.shape
+    S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
     W4, D, Vq, Vs = _folded(W, U, b, V)
     u = 2 * h0  # (E, B, N)
     stretches = _stretches(T, checkpoint)
@@ -141,12 +142,13 @@ def _forward_group(W, U, b, V, c, h0, S, Y, M, checkpoint, Q):
         u = _run_stretch(W4.mT, D, u, S[:, t0:t1], Q[:, :t1 - t0])
         z, b_, c_ = _loss_of(Vq, Vs, c, Q[:, :t1 - t0], S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
-    return bce, correct, ([Q, z] if len(stretches) == 1 else [kept])
+    return bce, correct, ([S, Q, z] if len(stretches) == 1 else [S, kept])
 
 
-def _backward_group(W, U, b, V, c, h0, S, Y, M, saved, g, checkpoint, need, work):
+def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
     """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the upstream
-    gradient, work (2, E, T, B, N) or None (checkpointed: the stretches' buffers are made here)."""
+    gradient, saved: what its forward kept, work (2, E, T, B, N) or None (checkpointed: buffers made here)."""
+    S, *saved = saved
     E, T, B, I1 = S.shape
     N, O = W.shape[-1], V.shape[1]
     W4, D, Vq, Vs = _folded(W, U, b, V)
@@ -182,15 +184,15 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, U, b, V, c, h0, X, Y, M, groups, workers, one_thread, checkpoint):
         E, B, T, _ = X.shape
-        S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
         Q = _take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if len(_stretches(T, checkpoint)) == 1 else None
-        args = (W, U, b, V, c, h0, S, Y.transpose(1, 2), M.transpose(1, 2))
-        out = _run(workers, [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, None if Q is None else Q[g])
-                             for g in groups], one_thread, W.device.type)
+        args = (W, U, b, V, c, h0, X, Y.transpose(1, 2), M.transpose(1, 2))
+        jobs = [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, None if Q is None else Q[g])
+                for g in groups]
+        out = _run(workers, jobs, one_thread, W.device.type)
         if Q is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
             weakref.finalize(ctx, _give_buffer, Q)
         ctx.n_saved = len(out[0][2])
-        ctx.save_for_backward(W, U, b, V, c, h0, S, Y, M, *(t for _, _, sv in out for t in sv))
+        ctx.save_for_backward(W, U, b, V, c, Y, M, *(t for _, _, sv in out for t in sv))
         ctx.groups, ctx.workers, ctx.one_thread, ctx.checkpoint = groups, workers, one_thread, checkpoint
         bce, correct = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
         ctx.mark_non_differentiable(correct)
@@ -199,12 +201,12 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_bce, g_correct):
-        W, U, b, V, c, h0, S, Y, M, *rest = ctx.saved_tensors
-        args = (W, U, b, V, c, h0, S, Y.transpose(1, 2), M.transpose(1, 2))
+        W, U, b, V, c, Y, M, *rest = ctx.saved_tensors
+        args = (W, U, b, V, c, Y.transpose(1, 2), M.transpose(1, 2))
         k = ctx.n_saved
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
-        E, T, B, _ = S.shape
-        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 2 else None  # A, P
+        E, B, T, _ = Y.shape
+        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
         need = ctx.needs_input_grad[:7]
         jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_bce[g], ctx.checkpoint, need,
                                                    None if work is None else work[:, g])
@@ -244,7 +246,7 @@ def tanh_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, group
 
     Other arguments (keyword-only):
         checkpoint: > 0 keeps only every checkpoint-th state for the backward and recomputes the stretches between.
-        group: networks per sub-batch (default: on CPU sub-batches whose per-step data stay near 512 KiB, their
+        group: networks per sub-batch (default: on CPU sub-batches whose per-step data stay near 1 MiB, their
             number a multiple of ``workers``; on GPU all networks at once).
         workers: CPU threads running sub-batches at once, one intra-op thread each (default: torch's thread count;
             on GPU 1). For fixed sub-batches the result does not depend on it.
