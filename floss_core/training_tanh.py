@@ -126,7 +126,7 @@ def _stretches(T, checkpoint):
 
 
 def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
-    """Loss sums (E,), correct signs (E,) and what the backward needs, for one sub-batch of networks.
+    """Loss (E,), accuracy (E,) and what the backward needs, for one sub-batch of networks.
     X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); Q (E, T, B, N), or None: checkpointed."""
     E, B, T, _ = X.shape
     S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
@@ -142,14 +142,16 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
         u = _run_stretch(W4.mT, D, u, S[:, t0:t1], Q[:, :t1 - t0])
         z, b_, c_ = _loss_of(Vq, Vs, c, Q[:, :t1 - t0], S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
-    return bce, correct, ([S, Q, z] if len(stretches) == 1 else [S, kept])
+    n = M.sum((1, 2, 3))  # (E,) defined targets
+    return bce / n, correct / n, ([S, Q, z] if len(stretches) == 1 else [S, kept])
 
 
 def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
-    """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the upstream
+    """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the loss's
     gradient, saved: what its forward kept, work (2, E, T, B, N) or None (checkpointed: buffers made here)."""
     S, *saved = saved
     E, T, B, I1 = S.shape
+    g = (g / M.sum((1, 2, 3)))[:, None, None, None]  # on the masked BCE sum
     N, O = W.shape[-1], V.shape[1]
     W4, D, Vq, Vs = _folded(W, U, b, V)
     kw = {"dtype": W.dtype, "device": W.device}
@@ -167,7 +169,7 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
             Q, A, P = work[:, :, :t1 - t0]
             _run_stretch(W4.mT, D, saved[0][k], S[:, t0:t1], Q)
             z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
-        G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g[:, None, None, None]  # dL/dz, (E, L, B, O)
+        G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz, (E, L, B, O)
         h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, P, grads, need)
     U_bar, b_bar = grads[1][:, :-1].mT, grads[1][:, -1]
     W_bar = grads[0].sub_(b_bar[..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
@@ -178,7 +180,7 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
 
 
 class _TanhBPTT(torch.autograd.Function):
-    """(W, U, b, V, c, h0, inputs, targets, mask) -> (masked BCE sum (E,), correct signs (E,)) of a TanhRNN ensemble,
+    """(W, U, b, V, c, h0, inputs, targets, mask) -> (loss (E,), accuracy (E,)) of a TanhRNN ensemble (``task_loss``),
     with a hand-written backward. The networks run in sub-batches (``groups``, slices of E) on ``workers`` threads."""
 
     @staticmethod
@@ -194,13 +196,13 @@ class _TanhBPTT(torch.autograd.Function):
         ctx.n_saved = len(out[0][2])
         ctx.save_for_backward(W, U, b, V, c, Y, M, *(t for _, _, sv in out for t in sv))
         ctx.groups, ctx.workers, ctx.one_thread, ctx.checkpoint = groups, workers, one_thread, checkpoint
-        bce, correct = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
-        ctx.mark_non_differentiable(correct)
-        return bce, correct
+        loss, acc = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        ctx.mark_non_differentiable(acc)
+        return loss, acc
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_bce, g_correct):
+    def backward(ctx, g_loss, g_acc):
         W, U, b, V, c, Y, M, *rest = ctx.saved_tensors
         args = (W, U, b, V, c, Y.transpose(1, 2), M.transpose(1, 2))
         k = ctx.n_saved
@@ -208,7 +210,7 @@ class _TanhBPTT(torch.autograd.Function):
         E, B, T, _ = Y.shape
         work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
         need = ctx.needs_input_grad[:7]
-        jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_bce[g], ctx.checkpoint, need,
+        jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_loss[g], ctx.checkpoint, need,
                                                    None if work is None else work[:, g])
                 for g, sv in zip(ctx.groups, per_group)]
         out = _run(ctx.workers, jobs, ctx.one_thread, W.device.type)
@@ -265,7 +267,5 @@ def tanh_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, group
     W = model.W
     groups, workers, one_thread = _plan(E, B, W.shape[-1], W.device, W.dtype, group, workers)
     checkpoint = checkpoint if torch.is_grad_enabled() else 0
-    bce, correct = _TanhBPTT.apply(W, model.U, model.b, model.V, model.c, h0, batch.inputs, batch.targets,
-                                   batch.mask, groups, workers, one_thread, checkpoint)
-    n = batch.mask.flatten(1).sum(1)  # (E,)
-    return bce / n, (correct / n).detach()
+    return _TanhBPTT.apply(W, model.U, model.b, model.V, model.c, h0, batch.inputs, batch.targets, batch.mask,
+                           groups, workers, one_thread, checkpoint)
