@@ -8,10 +8,13 @@ forward and backward are written out by hand. Network e (voltage form, as ``Tanh
 
 **Forward.** tanh is computed as ``2 sigmoid(2x) - 1`` (torch's CPU tanh costs ~3 ns per entry, 5x its sigmoid)
 and the affine parts are folded into the weights, powers of two apart (exact): with the scaled state ``u_t = 2 x_t``
-and ``q_t = sigmoid(u_t)``, ``u_t = 4W q_{t-1} + 2(b - W 1) + 2U s_t`` and ``z_t = (V / 2) u_t + c``. The input drive
-of all steps is one elementwise operation into the state buffer; then per step one batched matmul, one add and one
-sigmoid into preallocated buffers (E, T, B, N); the readout of all steps is one matmul per network, the BCE one
-elementwise operation.
+and ``q_t = sigmoid(u_t)``,
+
+    u_t = 4W q_{t-1} + D^T [s_t, 1],   D = [2U^T; 2(b - W 1)],   z_t = 2VW q_{t-1} + (V / 2) D^T [s_t, 1] + c.
+
+Per step: one batched matmul (E, B, N) x (E, N, N), one with the I + 1 columns [s_t, 1] for the drive, and one
+sigmoid into a preallocated buffer Q (E, T, B, N) of the q_{t-1}; the states themselves are not kept. The readout of
+all steps is then one batched matmul from Q, the masked BCE one elementwise operation.
 
 **Backward.** With ``G_t = dL/dz_t = mask (sigmoid(z_t) - y_t)`` (times the upstream gradient), the state adjoint
 ``a_t = dL/dx_t`` runs backwards with one batched matmul per step, using ``1 - r^2 = 4 q (1 - q)``:
@@ -19,16 +22,18 @@ elementwise operation.
     a_{T-1} = G_{T-1} V,   a_{t-1} = G_{t-1} V + q_{t-1} (1 - q_{t-1}) * (a_t 4W),
     h0_bar = a_{-1} = q_{-1} (1 - q_{-1}) * (a_0 4W)
 
-and every weight gradient is one matmul per network (or one reduction) over all steps and trajectories:
+and every weight gradient is one batched matmul (or one reduction) over all steps and trajectories:
 
     W_bar = sum_t a_t^T r_{t-1} = 2 sum_t a_t^T q_{t-1} - b_bar 1^T,   [U_bar, b_bar] = sum_t a_t^T [s_t, 1],
-    V_bar = sum_t G_t^T x_t,   c_bar = sum_t G_t,   and for the inputs s_bar_t = a_t U.
+    V_bar = sum_t G_t^T x_t = (sum_t G_t^T q_{t-1}) 2W^T + (sum_t G_t^T [s_t, 1]) D / 2,   c_bar = sum_t G_t,
+
+and for the inputs s_bar_t = a_t U. The adjoints fill a buffer A (E, T, B, N), so that each sum is one matmul.
 
 ``checkpoint=n`` keeps only the state before every n-th step and recomputes each stretch in the backward (the sums
 above then run per stretch). On CPU the networks run in sub-batches on worker threads (``floss_core.fast._run``),
 one intra-op thread each; fixed sub-batches give the same bits on any number of workers. Float32 and float64, CPU
-and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the folded offsets and the summation orders differ at
-roundoff (~1e-15 relative in float64).
+and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the folded weights and the summation orders differ
+at roundoff (~1e-15 relative in float64, ~1e-6 in float32, where autograd's own error is ~2e-7).
 """
 from __future__ import annotations
 
@@ -71,7 +76,7 @@ def _run_stretch(W4t, D, u0, S, Q):
     bmm, sigmoid = torch.bmm, torch.sigmoid
     sigmoid(u0, out=Qv[0])
     for t in range(len(Qv) - 1):
-        bmm(Qv[t], W4t, out=u).baddbmm_(Sv[t], D)  # u_t = 4W q_{t-1} + 2U s_t + 2(b - W 1)
+        bmm(Qv[t], W4t, out=u).baddbmm_(Sv[t], D)  # u_t = 4W q_{t-1} + D^T [s_t, 1]
         sigmoid(u, out=Qv[t + 1])
     return bmm(Qv[-1], W4t, out=u).baddbmm_(Sv[-1], D)
 

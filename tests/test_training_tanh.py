@@ -1,4 +1,6 @@
 """The hand-differentiated TanhRNN BPTT (``training_tanh``) against autograd through ``task_loss``."""
+import copy
+
 import pytest
 import torch
 from helpers import copy_network, gen
@@ -33,7 +35,7 @@ def loss_and_grads(fn, model, batch, **kw):
     inputs = batch.inputs.clone().requires_grad_()
     b = TaskBatch(inputs=inputs, targets=batch.targets, mask=batch.mask, bits=None)
     loss, acc = fn(model, b, model.train_state(batch.inputs.shape[1]), **kw)
-    weights = torch.arange(1, loss.shape[0] + 1, dtype=loss.dtype)  # distinct weights per network
+    weights = torch.arange(1, loss.shape[0] + 1, dtype=loss.dtype, device=loss.device)  # distinct per network
     params = [getattr(model, n) for n in NAMES[:-1]] + [inputs]
     return loss.detach(), acc, torch.autograd.grad((weights * loss).sum(), params)
 
@@ -203,3 +205,16 @@ def test_mismatched_channels_raise():
     _, batch = make_case(1, 2, 2, 1, 5)
     with pytest.raises(ValueError, match="channels"):
         tanh_task_loss(model, batch, model.train_state(2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_numbers():
+    model, batch = make_case(3, 4, 2, 1, 40, seed=15)
+    ref = loss_and_grads(tanh_task_loss, model, batch)
+    gpu = copy.deepcopy(model).cuda()
+    b = TaskBatch(**{k: getattr(batch, k).cuda() for k in ("inputs", "targets", "mask")}, bits=None)
+    for checkpoint in (0, 7):
+        loss, acc, grads = loss_and_grads(tanh_task_loss, gpu, b, checkpoint=checkpoint)
+        torch.testing.assert_close(loss.cpu(), ref[0], rtol=1e-13, atol=0)
+        assert torch.equal(acc.cpu(), ref[1])
+        assert_grads_close([g.cpu() for g in grads], ref[2], 1e-12)
