@@ -12,12 +12,16 @@ every parameter array (``clip_per_network_``) and an Adam step; per network:
                    masked BCE, per-array clipping), on 1 and on 2 threads: the baseline is the faster of the two
 
 The methods are interleaved repeat by repeat in one process, so that a change of load hits all alike; compare the
-ratios. GFLOP/s counts the matmul flops of one network's step, 6 T B N^2 + 2 T B N (2 I + 3 O) (forward, adjoint
-and W gradient, input and readout terms; ~185 MFLOP), over the median time.
+ratios. Between two methods the script pauses 20 ms: after an operation on two threads, torch's idle OpenMP thread
+spins for a few milliseconds, which would slow whatever runs next (within a step, e.g. after drawing the batch, that
+cost stays in). GFLOP/s counts the matmul flops of one network's step, 6 T B N^2 + 2 T B N (2 I + 3 O) (forward,
+adjoint and W gradient, input and readout terms; ~188 MFLOP), over the median time. The header reports the load
+average and the CPU time other processes used during the run (from /proc/stat), in cores.
 """
 import argparse
 import os
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,17 @@ from floss_core.training import sample_task, task_loss
 from floss_core.training_tanh import tanh_task_loss
 
 N, BATCH, T, DELAY, CLIP, LR = 80, 16, 300, 20, 1.0, 1e-3
+PAUSE = 0.02  # seconds between two methods
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes have used (all cores, from /proc/stat); NaN where that is not available."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def ensemble_step(model, opt, task, gen, loss_fn):
@@ -87,24 +102,27 @@ def main():
         "nn.RNN + Adam, 1 thread": (1, 1, lambda: nn_rnn_step(rnn, readout, rnn_opt, task, one, gen)),
         "nn.RNN + Adam, 2 threads": (2, 1, lambda: nn_rnn_step(rnn, readout, rnn_opt, task, one, gen)),
     }
-    load0 = os.getloadavg()
+    load0, busy0, own0, wall0 = os.getloadavg(), busy_seconds(), time.process_time(), time.perf_counter()
     times = {name: [] for name in methods}
     for r in range(repeats + 1):  # the first round warms up (buffers, thread pools) and is not counted
         for name, (n_threads, div, fn) in methods.items():
             torch.set_num_threads(n_threads)
+            time.sleep(PAUSE)
             runs = 1 if div > 1 else 4  # a single network's step is short: time a few
             w, c = timed(lambda fn=fn, runs=runs: [fn() for _ in range(runs)], device)
             if r:
                 times[name].append((w / div / runs, c / div / runs))
     torch.set_num_threads(threads)
     load1 = os.getloadavg()
+    others = (busy_seconds() - busy0 - (time.process_time() - own0)) / (time.perf_counter() - wall0)
 
     flops = 6 * steps * BATCH * N * N + 2 * steps * BATCH * N * (2 * 1 + 3 * 1)
     med = {name: statistics.median(w for w, _ in r) for name, r in times.items()}
     base = min(med["nn.RNN + Adam, 1 thread"], med["nn.RNN + Adam, 2 threads"])
     auto = min(med["task_loss (autograd), 1 thread"], med["task_loss (autograd), 2 threads"])
     print(f"device {device}, {dtype}, torch threads {threads}; N = {N}, batch {BATCH}, T = {steps}, E = {E}; "
-          f"{repeats} repeats; load average before {load0[0]:.2f} / after {load1[0]:.2f} (1 min)")
+          f"{repeats} repeats; load average before {load0[0]:.2f} / after {load1[0]:.2f} (1 min); other processes "
+          f"used {others:.2f} cores during the run")
     print(f"per network: ms wall min / median / max, CPU ms median; ratios of medians; "
           f"{flops / 1e6:.1f} MFLOP per network-step\n")
     print("| method | wall min / med / max (ms) | CPU med (ms) | vs nn.RNN (faster) | vs autograd (faster) | GFLOP/s |")
