@@ -110,7 +110,7 @@ def _back_stretch(W4, U, V, Q, S, G, h_bar, A, P, grads, need):
     for t in range(L - 1, 0, -1):
         Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))  # a_{t-1} += q (1 - q) (a_t 4W)
     h_bar = torch.bmm(Av[0], W4).mul_(Pv[0])  # onto the state before the stretch
-    A2, Q2, S2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), S.reshape(E, L * B, -1), G.view(E, L * B, -1)
+    A2, Q2, S2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), S.reshape(E, L * B, -1), G.reshape(E, L * B, -1)
     if need[0]:
         grads[0].baddbmm_(A2.mT, Q2, alpha=2)
     if need[0] or need[1] or need[2]:  # [U_bar, b_bar]^T = [s, 1]^T a, as (E, I + 1, N): MKL's fast orientation

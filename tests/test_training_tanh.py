@@ -169,6 +169,16 @@ def test_graphs_alive_at_once_keep_their_own_buffers():
     assert not torch.allclose(g1, g2)
 
 
+def test_batches_in_another_memory_layout_give_the_same_numbers():
+    model, batch = make_case(3, 4, 2, 2, 20, seed=16)
+    ref = loss_and_grads(tanh_task_loss, model, batch, checkpoint=6)
+    strided = TaskBatch(**{k: getattr(batch, k).transpose(1, 2).contiguous().transpose(1, 2)
+                           for k in ("inputs", "targets", "mask")}, bits=None)
+    out = loss_and_grads(tanh_task_loss, model, strided, checkpoint=6)
+    torch.testing.assert_close(out[0], ref[0], rtol=1e-14, atol=0)
+    assert_grads_close(out[2], ref[2], 1e-13)
+
+
 def test_without_gradients_the_loss_is_the_same():
     model, batch = make_case(3, 2, 1, 1, 20, seed=14)
     loss, acc = tanh_task_loss(model, batch, model.train_state(2))
