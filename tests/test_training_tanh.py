@@ -6,9 +6,10 @@ import torch
 from helpers import copy_network, gen
 
 from floss_core import ModelConfig, TanhRNN
+from floss_core.ensemble import clip_per_network_
 from floss_core.gated import LSTM
-from floss_core.tasks import TaskBatch
-from floss_core.training import task_loss
+from floss_core.tasks import TaskBatch, TaskConfig
+from floss_core.training import sample_task, task_loss
 from floss_core.training_tanh import supports_tanh_bptt, tanh_task_loss
 
 F64 = torch.float64
@@ -177,6 +178,23 @@ def test_batches_in_another_memory_layout_give_the_same_numbers():
     out = loss_and_grads(tanh_task_loss, model, strided, checkpoint=6)
     torch.testing.assert_close(out[0], ref[0], rtol=1e-14, atol=0)
     assert_grads_close(out[2], ref[2], 1e-13)
+
+
+def test_training_steps_follow_the_autograd_ones():
+    """Five steps as ``train`` takes them (fresh batch, per-network clipping, Adam) from the same start, in float64."""
+    task = TaskConfig(name="xor", delay=4, seq_len=30, batch=4)
+    runs = {}
+    for fn in (task_loss, tanh_task_loss):
+        model = TanhRNN(1, 16, 1, n_networks=3, generator=gen(17), dtype=F64)
+        opt, g = torch.optim.Adam(model.parameters(), lr=1e-2), gen(18)
+        for _ in range(5):
+            opt.zero_grad()
+            fn(model, sample_task(task, model, g), model.train_state(4))[0].sum().backward()
+            clip_per_network_(list(model.parameters()), 0.5)
+            opt.step()
+        runs[fn] = list(model.parameters())
+    for a, b in zip(runs[tanh_task_loss], runs[task_loss]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_without_gradients_the_loss_is_the_same():
