@@ -82,7 +82,7 @@ def main():
         ((bce * batch.mask[0]).sum() / batch.mask[0].sum()).backward()
 
     def ensemble_step(model, batch):
-        loss, _ = task_loss(model, batch, model.train_state(BATCH))
+        loss, _ = task_loss(model, batch, model.train_state(BATCH), method="autograd")
         loss.sum().backward()
 
     cfg = FlossConfig()
@@ -161,7 +161,7 @@ def checkpointing(model, E, steps, repeats, device, dtype, gen):
         base = None
         for seg in (0, 30):
             def step():
-                return task_loss(model, batch, model.train_state(BATCH), checkpoint=seg)[0].sum()
+                return task_loss(model, batch, model.train_state(BATCH), checkpoint=seg, method="autograd")[0].sum()
             held = saved_bytes(step)
             r = [timed(lambda: step().backward(), device) for _ in range(repeats)]
             wall = [w for w, _ in r]

@@ -6,8 +6,8 @@ One training step of an ensemble of E TanhRNNs at the author's sizes (N = 80, ba
 float32): a fresh batch (``floss_core.training.sample_task``), the loss and its backward, per-network clipping of
 every parameter array (``clip_per_network_``) and an Adam step; per network:
 
-  tanh_task_loss   ``floss_core.training_tanh.tanh_task_loss`` (sub-batches on all of torch's threads, one each)
-  task_loss        ``floss_core.training.task_loss`` (autograd through the rollout), on 1 and on 2 threads
+  tanh_task_loss   ``floss_core.training.tanh_bptt.tanh_task_loss`` (sub-batches on all of torch's threads, one each)
+  task_loss        ``task_loss(method="autograd")`` (autograd through the rollout), on 1 and on 2 threads
   nn.RNN           ``torch.nn.RNN`` + ``nn.Linear`` readout + Adam for one network (fresh 1-network batch, the same
                    masked BCE, per-array clipping), on 1 and on 2 threads: the baseline is the faster of the two
 
@@ -19,6 +19,7 @@ adjoint and W gradient, input and readout terms; ~188 MFLOP), over the median ti
 average and the CPU time other processes used during the run (from /proc/stat), in cores.
 """
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -30,7 +31,7 @@ from _timing import timed
 from floss_core import TanhRNN, TaskConfig
 from floss_core.ensemble import clip_per_network_
 from floss_core.training import sample_task, task_loss
-from floss_core.training_tanh import tanh_task_loss
+from floss_core.training.tanh_bptt import tanh_task_loss
 
 N, BATCH, T, DELAY, CLIP, LR = 80, 16, 300, 20, 1.0, 1e-3
 PAUSE = 0.02  # seconds between two methods
@@ -92,7 +93,7 @@ def main():
         ensemble_step(model, opt, task, gen, tanh_task_loss)
 
     def autograd():
-        ensemble_step(model, opt, task, gen, task_loss)
+        ensemble_step(model, opt, task, gen, functools.partial(task_loss, method="autograd"))
 
     methods = {  # name: (threads, per-network divisor, step)
         f"tanh_task_loss, {threads} workers": (threads, E, tanh),

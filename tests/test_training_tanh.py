@@ -1,4 +1,4 @@
-"""The hand-differentiated TanhRNN BPTT (``training_tanh``) against autograd through ``task_loss``."""
+"""The hand-differentiated TanhRNN BPTT (``training.tanh_bptt``) against autograd (``task_loss(method="autograd")``)."""
 import copy
 
 import pytest
@@ -7,10 +7,15 @@ from helpers import copy_network, gen
 
 from floss_core import ModelConfig, TanhRNN
 from floss_core.ensemble import clip_per_network_
-from floss_core.gated import LSTM
+from floss_core.cells import LSTM
 from floss_core.tasks import TaskBatch, TaskConfig
-from floss_core.training import sample_task, task_loss
-from floss_core.training_tanh import supports_tanh_bptt, tanh_task_loss
+import functools
+
+from floss_core.training import sample_task
+from floss_core.training import task_loss as _task_loss
+from floss_core.training.tanh_bptt import supports_tanh_bptt, tanh_task_loss
+
+task_loss = functools.partial(_task_loss, method="autograd")  # the reference these tests compare against
 
 F64 = torch.float64
 NAMES = ("W", "U", "b", "V", "c", "h0", "inputs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checks import check_bool, check_int, check_number
+from ..checks import check_bool, check_choice, check_int, check_number
 
 __all__ = ["TrainConfig", "FlossSchedule"]
 
@@ -54,6 +54,7 @@ class TrainConfig:
     record_every: int = 100  # record the exponents every this many steps (0: never)
     record_k: int | None = None  # how many exponents to record (None: FlossConfig.k, at most the state size)
     checkpoint: int = 0  # BPTT in segments of this many steps, recomputed in the backward (0: off; saves memory)
+    bptt: str = "fast"  # "fast" (hand-written BPTT for TanhRNN, autograd for other cells) or "autograd"
 
     def __post_init__(self):
         check_int("TrainConfig.n_steps", self.n_steps, 0)
@@ -63,6 +64,7 @@ class TrainConfig:
         check_int("TrainConfig.record_every", self.record_every, 0, note=" (0: never)")
         check_int("TrainConfig.record_k", self.record_k, 1, none=True)
         check_int("TrainConfig.checkpoint", self.checkpoint, 0, note=" (a segment length in steps; 0: off)")
+        check_choice("TrainConfig.bptt", self.bptt, ("fast", "autograd"))
 
     def recorded_k(self, floss_k: int, state_size: int) -> int:
         """How many exponents ``train`` records: record_k (at most the state size), else min(FlossConfig.k, S)."""

@@ -131,7 +131,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         opt.zero_grad(set_to_none=True)
         batch = sample_task(task, model, generator)
         h0 = model.train_state(tasks[0].batch)
-        loss, acc = task_loss(model, batch, h0, checkpoint=config.checkpoint)  # (E,), (E,)
+        loss, acc = task_loss(model, batch, h0, checkpoint=config.checkpoint, method=config.bptt)  # (E,), (E,)
         total = loss
         if schedule.weight:
             total = loss + schedule.weight * flossing_loss(flossing_spectrum(model, floss_config, generator=generator),

@@ -8,8 +8,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from ..cells.protocol import unroll
-from ..checks import check_int
+from ..checks import check_choice
 from ..tasks import TaskBatch, TaskConfig
+from .tanh_bptt import check_batch, check_checkpoint, supports_tanh_bptt, tanh_task_loss
+
+BPTT_METHODS = ("fast", "autograd")
 
 __all__ = ["rollout", "sample_task", "task_loss", "per_network_tasks", "check_checkpoint"]
 
@@ -64,16 +67,20 @@ def sample_task(task, model, generator=None) -> TaskBatch:
                      mask=gather("mask", dtype=p.dtype), bits=gather("bits"))
 
 
-def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0):
+def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0, method: str = "fast"):
     """Masked BCE on the logits and accuracy of correct signs, per network: (E,), (E,).
 
     ``checkpoint`` > 0: back-propagation through time in segments of that many steps, each recomputed in the
-    backward (``torch.utils.checkpoint``): memory held for the backward ~T / checkpoint states instead of a few per
-    step, for one more forward pass; the same loss and gradients up to summation order."""
-    if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
-        raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
-                         f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
+    backward: memory held for the backward ~T / checkpoint states instead of a few per step, for one more forward
+    pass; the same loss and gradients up to summation order.
+    ``method``: "fast" (default: the hand-written BPTT of ``training.tanh_bptt`` for a TanhRNN, autograd for other
+    cells) or "autograd" (autograd through every step, ``torch.utils.checkpoint`` for segments); the same loss and
+    gradients up to roundoff."""
+    check_choice("method", method, BPTT_METHODS)
+    check_batch(model, batch)
     check_checkpoint(checkpoint, "checkpoint")
+    if method == "fast" and supports_tanh_bptt(model):
+        return tanh_task_loss(model, batch, h0, checkpoint=checkpoint)
     n = batch.mask.flatten(1).sum(1)  # (E,)
     T = batch.inputs.shape[2]
     if not checkpoint or checkpoint >= T or not torch.is_grad_enabled():
@@ -87,10 +94,6 @@ def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0)
                 use_reentrant=False)
             bce, correct = bce + b, correct + c
     return bce / n, (correct / n).detach()
-
-
-def check_checkpoint(value, name: str) -> None:
-    check_int(name, value, 0, note=" (a segment length in steps; 0: off)")
 
 
 def _segment_loss(model, h0, inputs, targets, mask):

@@ -30,10 +30,10 @@ and every weight gradient is one batched matmul (or one reduction) over all step
 and for the inputs s_bar_t = a_t U. The adjoints fill a buffer A (E, T, B, N), so that each sum is one matmul.
 
 ``checkpoint=n`` keeps only the state before every n-th step and recomputes each stretch in the backward (the sums
-above then run per stretch). On CPU the networks run in sub-batches on worker threads (``floss_core.fast._run``),
-one intra-op thread each; fixed sub-batches give the same bits on any number of workers. Float32 and float64, CPU
-and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the folded weights and the summation orders differ
-at roundoff (~1e-15 relative in float64, ~1e-6 in float32, where autograd's own error is ~2e-7).
+above then run per stretch). On CPU the networks run in sub-batches on worker threads
+(``floss_core.spectrum.runtime.run_jobs``), one intra-op thread each; fixed sub-batches give the same bits on any
+number of workers. Float32 and float64, CPU and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the
+folded weights and the summation orders differ at roundoff (~1e-15 relative in float64, ~1e-6 in float32, where autograd's own error is ~2e-7).
 """
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .fast import _give_buffer, _run, _take_buffer
-from .models import TanhRNN
+from ..cells.tanh import TanhRNN
+from ..checks import check_int
+from ..spectrum.runtime import give_buffer, run_jobs, take_buffer
 
 __all__ = ["supports_tanh_bptt", "tanh_task_loss"]
 
@@ -54,12 +55,23 @@ _GROUP_BYTES = 2 ** 21
 _MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
 
 
+def check_batch(model, batch) -> None:
+    """The task's input and target channels must be the model's (ValueError naming both)."""
+    if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
+        raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
+                         f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
+
+
+def check_checkpoint(value, name: str) -> None:
+    check_int(name, value, 0, note=" (a segment length in steps; 0: off)")
+
+
 def supports_tanh_bptt(model) -> bool:
     """Whether ``tanh_task_loss`` computes ``task_loss`` for ``model``: a TanhRNN with TanhRNN's own dynamics."""
     if not isinstance(model, TanhRNN):
         return False
     cls = type(model)
-    return all(getattr(cls, name) is getattr(TanhRNN, name) for name in ("step", "_drive", "readout"))
+    return all(getattr(cls, name) is getattr(TanhRNN, name) for name in ("step", "step_tangent", "readout"))
 
 
 def _folded(W, U, b, V):
@@ -193,13 +205,13 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, U, b, V, c, h0, X, Y, M, groups, workers, one_thread, checkpoint):
         E, B, T, _ = X.shape
-        Q = _take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if len(_stretches(T, checkpoint)) == 1 else None
+        Q = take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if len(_stretches(T, checkpoint)) == 1 else None
         args = (W, U, b, V, c, h0, X, Y.transpose(1, 2), M.transpose(1, 2))
         jobs = [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, None if Q is None else Q[g])
                 for g in groups]
-        out = _run(workers, jobs, one_thread, W.device.type)
+        out = run_jobs(workers, jobs, one_thread, W.device.type)
         if Q is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
-            weakref.finalize(ctx, _give_buffer, Q)
+            weakref.finalize(ctx, give_buffer, Q)
         ctx.n_saved = len(out[0][2])
         ctx.save_for_backward(W, U, b, V, c, Y, M, *(t for _, _, sv in out for t in sv))
         ctx.groups, ctx.workers, ctx.one_thread, ctx.checkpoint = groups, workers, one_thread, checkpoint
@@ -215,14 +227,14 @@ class _TanhBPTT(torch.autograd.Function):
         k = ctx.n_saved
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
         E, B, T, _ = Y.shape
-        work = _take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
+        work = take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
         need = ctx.needs_input_grad[:7]
         jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_loss[g], ctx.checkpoint, need,
                                                    None if work is None else work[:, g])
                 for g, sv in zip(ctx.groups, per_group)]
-        out = _run(ctx.workers, jobs, ctx.one_thread, W.device.type)
+        out = run_jobs(ctx.workers, jobs, ctx.one_thread, W.device.type)
         if work is not None:
-            _give_buffer(work)
+            give_buffer(work)
         grads = [None if out[0][i] is None else torch.cat([o[i] for o in out]) for i in range(7)]
         return (*grads, None, None, None, None, None, None, None)
 
@@ -262,14 +274,10 @@ def tanh_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, group
     """
     if not supports_tanh_bptt(model):
         raise ValueError(f"tanh_task_loss needs a TanhRNN with its own dynamics, got {type(model).__name__}")
-    if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
-        raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
-                         f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
-    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 0:
-        raise ValueError(f"checkpoint must be an int >= 0 (segment length in steps, 0: off), got {checkpoint!r}")
-    for name, value in (("workers", workers), ("group", group)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_batch(model, batch)
+    check_checkpoint(checkpoint, "checkpoint")
+    check_int("workers", workers, 1, none=True)
+    check_int("group", group, 1, none=True)
     E, B = batch.inputs.shape[:2]
     W = model.W
     groups, workers, one_thread = _plan(E, B, W.shape[-1], W.device, W.dtype, group, workers)
