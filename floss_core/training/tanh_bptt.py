@@ -33,7 +33,8 @@ and for the inputs s_bar_t = a_t U. The adjoints fill a buffer A (E, T, B, N), s
 above then run per stretch). On CPU the networks run in sub-batches on worker threads
 (``floss_core.spectrum.runtime.run_jobs``), one intra-op thread each; fixed sub-batches give the same bits on any
 number of workers. Float32 and float64, CPU and CUDA. Not bit-identical to autograd: tanh via the sigmoid, the
-folded weights and the summation orders differ at roundoff (~1e-15 relative in float64, ~1e-6 in float32, where autograd's own error is ~2e-7).
+folded weights and the summation orders differ at roundoff (~1e-15 relative in float64, ~1e-6 in float32, where
+autograd's own error is ~2e-7).
 """
 from __future__ import annotations
 
