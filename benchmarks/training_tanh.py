@@ -1,4 +1,4 @@
-"""A full training step with the hand-differentiated TanhRNN BPTT (``floss_core.training_tanh``) against autograd.
+"""A full training step with the hand-differentiated TanhRNN BPTT (``floss_core.training.tanh_bptt``) against autograd.
 
     python benchmarks/training_tanh.py [--networks 32] [--repeats 7] [--dtype float32] [--device cpu]
 
