@@ -54,3 +54,16 @@ class OnlyStep(torch.nn.Module):
 
     def initial_state(self, batch, generator=None):
         return self.rnn.initial_state(batch, generator)
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct storages autograd holds between fn()'s forward and its backward (which still runs)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = fn()
+    loss.backward()
+    return sum(storages.values())

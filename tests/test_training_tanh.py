@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from helpers import copy_network, gen
+from helpers import copy_network, gen, saved_bytes
 
 from floss_core import ModelConfig, TanhRNN
 from floss_core.ensemble import clip_per_network_
@@ -89,19 +89,6 @@ def test_checkpointed_gradients_match_plain_ones(checkpoint):
     torch.testing.assert_close(loss, loss_ref, rtol=1e-14, atol=0)
     assert torch.equal(acc, acc_ref)
     assert_grads_close(grads, grads_ref, 1e-13)
-
-
-def saved_bytes(fn):
-    """Bytes of the distinct storages autograd holds between fn()'s forward and its backward (which still runs)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = fn()
-    loss.backward()
-    return sum(storages.values())
 
 
 def test_checkpointing_holds_less_memory_for_the_backward():
