@@ -9,13 +9,13 @@ import torch
 
 from ..cells import ModelConfig
 from ..checks import check_choice, check_int
-from ..flossing import FlossConfig, floss
+from ..flossing import FlossConfig, floss, flossed_parameters
 from ..tasks import TASKS, InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
 from .common import as_tuple, check_seed, network_generators
 from .sharding import Shard, join, open_executor, ranges
 
-__all__ = ["DelaySweep", "delay_sweep", "CONDITIONS"]
+__all__ = ["DelaySweep", "delay_sweep", "initial_networks", "CONDITIONS"]
 
 CONDITIONS = ("none", "pre", "pre+during")
 
@@ -59,18 +59,43 @@ class DelaySweep:
         return dataclasses.replace(self.floss, encoding=self.encoding)
 
 
-def _initial(s: DelaySweep, seeds, device):
-    """The initial networks of these seeds (the same for every task, delay and condition)."""
+def initial_networks(s: DelaySweep, seeds=None, device="cpu"):
+    """The initial networks of these seeds (default all ``range(n_networks)``) as one ensemble: the same for every
+    task, delay and condition of the sweep (e.g. to measure them before flossing)."""
+    seeds = range(s.n_networks) if seeds is None else seeds
     return s.model.build(1, 1, n_networks=len(seeds), device=device,
                          generator=network_generators(s.seed, "init", [f"s{i}" for i in seeds]))
 
 
+_ADAM_STATE = ("exp_avg", "exp_avg_sq")  # Adam's per-parameter state, (E, ...) like its parameter
+
+
 def _prefloss_shard(s: DelaySweep, a: int, b: int, device, progress: bool) -> dict:
-    """Seeds a..b-1 flossed before training: their parameters and the exponents measured meanwhile."""
-    model = _initial(s, range(a, b), device)
-    res = floss(model, s.schedule.pre_steps, config=s.floss_config(), progress=progress,
+    """Seeds a..b-1 flossed before training: their parameters, the flossing Adam's state (continued by the
+    episodes of "pre+during", as the author keeps one flossing optimizer) and the exponents measured meanwhile."""
+    model = initial_networks(s, range(a, b), device)
+    config = s.floss_config()
+    params = dict(zip(config.params, flossed_parameters(model, config)))
+    opt = torch.optim.Adam(list(params.values()), lr=config.lr)
+    res = floss(model, s.schedule.pre_steps, config=config, progress=progress, optimizer=opt,
                 generator=network_generators(s.seed, "prefloss", [f"s{i}" for i in range(a, b)]))
-    return {"state": {name: p.detach() for name, p in model.named_parameters()}, "exponents": res.exponents}
+    adam = {name: {key: opt.state[p][key].detach().clone() for key in _ADAM_STATE} for name, p in params.items()}
+    steps = {name: opt.state[p]["step"].clone() for name, p in params.items()}
+    return {"state": {name: p.detach() for name, p in model.named_parameters()}, "adam": adam, "adam_step": steps,
+            "exponents": res.exponents}
+
+
+def _flossing_adam(s: DelaySweep, model, preflossed: list, seeds: list) -> torch.optim.Adam:
+    """The flossing Adam of preflossing, continued: over ``model``'s flossed parameters, with the state each seed's
+    network had after preflossing (``seeds``: the seed of each of model's networks)."""
+    config = s.floss_config()
+    params = dict(zip(config.params, flossed_parameters(model, config)))
+    opt = torch.optim.Adam(list(params.values()), lr=config.lr)
+    adam = {name: join([p["adam"][name] for p in preflossed]) for name in params}  # {name: {key: (S, ...)}}
+    for name, p in params.items():
+        opt.state[p] = {key: adam[name][key][seeds].clone() for key in _ADAM_STATE}
+        opt.state[p]["step"] = preflossed[0]["adam_step"][name].clone()  # the same count for every seed
+    return opt
 
 
 def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list, device, progress: bool) -> dict:
@@ -78,19 +103,20 @@ def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list
     ``preflossed``: the preflossing shards' results, in seed order (empty: train the initial networks)."""
     tasks = s.grid()[a:b]
     seeds = [e % s.n_networks for e in range(a, b)]
-    model = _initial(s, seeds, device)  # (b - a networks)
+    model = initial_networks(s, seeds, device)  # (b - a networks)
     if preflossed:
         state = join([p["state"] for p in preflossed])  # every seed's preflossed parameters
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(state[name][seeds])
-    schedule = FlossSchedule.none()
+    schedule, floss_opt = FlossSchedule.none(), None
     if condition == "pre+during":
         schedule = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
                                  max_episodes=s.schedule.max_episodes)
+        floss_opt = _flossing_adam(s, model, preflossed, seeds) if preflossed else None
     keys = [f"{t.name}/d{t.delay}/s{seed}" for t, seed in zip(tasks, seeds)]  # not the condition
     h = train(model, tasks, config=s.train, floss_config=s.floss_config(), schedule=schedule, progress=progress,
-              generator=network_generators(s.seed, "train", keys))
+              generator=network_generators(s.seed, "train", keys), floss_optimizer=floss_opt)
     return {"accuracy": h.accuracy, "loss": h.loss, "grad_norm": h.grad_norm, "exponents": h.exponents,
             "failed": h.failed, "exponent_steps": h.exponent_steps}
 
@@ -117,7 +143,11 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
 
     Returns {"tasks", "delays", "conditions", and per condition c: c -> {"accuracy", "loss", "grad_norm":
     (train_steps, n_tasks, D, S), "exponents": (n_records, n_tasks, D, S, record_k), "exponent_steps",
-    "failed": (n_tasks, D, S)}} plus "pre_floss_exponents" (pre_steps, S, k) measured during preflossing.
+    "failed": (n_tasks, D, S)}} plus, with preflossing, "pre_floss_exponents" (pre_steps, S, k) measured during
+    preflossing and "pre_state" {parameter name: (S, ...)}, the preflossed networks.
+
+    One flossing optimizer per network, as in the author's code: the Adam of preflossing (its moments and step
+    count) is continued by the flossing episodes of "pre+during".
     """
     s = sweep
     J, D, S = len(s.tasks), len(s.delays), s.n_networks
@@ -138,11 +168,13 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
     out = {"tasks": list(s.tasks), "delays": list(s.delays), "conditions": list(s.conditions)}
     if pre:
         out["pre_floss_exponents"] = join(done[:len(pre)], {"exponents": 1})["exponents"]
+        out["pre_state"] = join([p["state"] for p in done[:len(pre)]])  # {name: (S, ...)} after preflossing
     per_condition = len(done[len(pre):]) // len(s.conditions)
     for i, c in enumerate(s.conditions):
         h = join(done[len(pre) + i * per_condition:len(pre) + (i + 1) * per_condition], _NETWORK_DIM)
         steps, records = h["accuracy"].shape[0], len(h["exponent_steps"])
         out[c] = {key: h[key].reshape(steps, J, D, S) for key in ("accuracy", "loss", "grad_norm")}
-        out[c].update(exponents=h["exponents"].reshape(records, J, D, S, -1), exponent_steps=h["exponent_steps"],
+        k = h["exponents"].shape[-1]
+        out[c].update(exponents=h["exponents"].reshape(records, J, D, S, k), exponent_steps=h["exponent_steps"],
                       failed=h["failed"].reshape(J, D, S))
     return out
