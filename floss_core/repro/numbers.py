@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..diagnostics.statistics import compare_success, mean_interval, success_rate
 
-__all__ = ["rate_numbers", "mean_numbers", "difference_numbers", "rate_text"]
+__all__ = ["rate_numbers", "mean_numbers", "difference_numbers", "rate_text", "delay_numbers", "strongest_difference"]
 
 
 def rate_numbers(prefix: str, success) -> dict:
@@ -39,3 +39,27 @@ def rate_text(success) -> str:
     """``"k/n (low-high)"``: the count and its 95% Wilson interval, for captions and verdicts."""
     r = success_rate(success)
     return f"{r['successes']}/{r['n']} ({r['low']:.2f}-{r['high']:.2f})"
+
+
+def delay_numbers(prefix: str, delays, summary: dict, conditions, pairs=()) -> dict:
+    """The numbers of a delay sweep's summary (``experiments.summarize_delay_sweep``) for one task: per condition
+    and delay the success rate with its Wilson interval and the mean final accuracy with its bootstrap interval,
+    and per pair (a, b) of conditions and delay Fisher's p of a's successes against b's.
+
+    Labels: ``<prefix>_<condition>_d<d>_{successes,n,rate,low,high}``, ``..._final_{mean,low,high}``,
+    ``<prefix>_d<d>_<a>_vs_<b>_{p,rate_difference}``."""
+    out = {}
+    for c in conditions:
+        for i, d in enumerate(delays):
+            out.update(rate_numbers(f"{prefix}_{c}_d{d}", summary["success"][c][i]))
+            out.update(mean_numbers(f"{prefix}_{c}_d{d}_final", summary["final_accuracy"][c][i]))
+    for a, b in pairs:
+        for i, d in enumerate(delays):
+            out.update(difference_numbers(f"{prefix}_d{d}_{a}_vs_{b}", summary["success"][a][i],
+                                          summary["success"][b][i]))
+    return out
+
+
+def strongest_difference(numbers_: dict, prefix: str, delays, a: str, b: str) -> tuple:
+    """(delay, p) of the smallest Fisher p of a against b over the delays, from ``delay_numbers``' output."""
+    return min(((d, numbers_[f"{prefix}_d{d}_{a}_vs_{b}_p"]) for d in delays), key=lambda dp: dp[1])

@@ -30,6 +30,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from ..diagnostics.statistics import success_rate
+
 __all__ = ["setup", "fig_dir", "save", "median_band", "caption", "record", "CONDITION_COLORS", "LINESTYLES", "colors",
            "success_vs_delay", "steps_vs_delay", "success_counts", "median_decades"]
 
@@ -140,7 +142,7 @@ def _per_delay(name: str, delays, values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def success_vs_delay(ax, delays, success, *, label=None, color=None, n_networks: int | None = None, **line_kw):
-    """Plot the success rate per delay and annotate every point with its count "n/S".
+    """Plot the success rate per delay, shade its 95% Wilson interval and annotate every point with its count "n/S".
 
     delays: (D,). success: (D, S) bool, e.g. ``summarize_delay_sweep(...)["success"][condition]``.
     n_networks: S, checked against ``success`` (default: its second dimension). Other keywords (linestyle,
@@ -154,6 +156,9 @@ def success_vs_delay(ax, delays, success, *, label=None, color=None, n_networks:
     rate, counts = ok.mean(1), ok.sum(1).astype(int)
     line_kw.setdefault("marker", "o")
     (line,) = ax.plot(delays, rate, label=label, color=color, **line_kw)
+    ci = [success_rate(int(n), S) for n in counts]  # 95% Wilson intervals, shaded
+    ax.fill_between(delays, [c["low"] for c in ci], [c["high"] for c in ci], color=line.get_color(), alpha=0.12,
+                    linewidth=0)
     for d, r, n in zip(delays, rate, counts):
         ax.annotate(f"{n}/{S}", (d, r), fontsize=6, textcoords="offset points", xytext=(2, 3),
                     color=line.get_color())
