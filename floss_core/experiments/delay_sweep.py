@@ -35,7 +35,8 @@ class DelaySweep:
     floss: FlossConfig = FlossConfig()
     schedule: FlossSchedule = FlossSchedule()
     seed: int = 0
-    shard_size: int = 16  # networks per shard: independent ensembles of at most this many (experiments.sharding)
+    shard_size: int = 32  # networks per shard: independent ensembles of at most this many (experiments.sharding;
+    # 32 runs a training step ~1.5x cheaper per network than 16 on 2 cores)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", as_tuple("DelaySweep.tasks", self.tasks,
