@@ -1,5 +1,8 @@
 """The delay sweep does what the author's training loop does: "pre+during" continues the flossing Adam of
 preflossing in its episodes, and the sweep's preflossed networks are returned."""
+import dataclasses
+
+import pytest
 import torch
 
 from floss_core.experiments import DelaySweep, build, delay_sweep
@@ -36,6 +39,13 @@ def test_pre_and_during_continues_the_flossing_adam_of_preflossing():
     continued, fresh = _by_hand(SWEEP, False), _by_hand(SWEEP, True)
     torch.testing.assert_close(got, continued.loss, rtol=0, atol=0)
     assert not torch.equal(got, fresh.loss)  # a new Adam in the episodes gives other numbers
+    new = delay_sweep(dataclasses.replace(SWEEP, episode_adam="new"), progress=False)
+    torch.testing.assert_close(new["pre+during"]["loss"][:, 0, 0, :], fresh.loss, rtol=0, atol=0)
+
+
+def test_episode_adam_must_be_continued_or_new():
+    with pytest.raises(ValueError, match="DelaySweep.episode_adam"):
+        dataclasses.replace(SWEEP, episode_adam="fresh")
 
 
 def test_the_sweep_returns_its_preflossed_networks():

@@ -35,6 +35,8 @@ class DelaySweep:
     floss: FlossConfig = FlossConfig()
     schedule: FlossSchedule = FlossSchedule()
     seed: int = 0
+    episode_adam: str = "continued"  # the flossing Adam of the episodes: "continued" from preflossing (the author's)
+    # or "new" (a fresh Adam per training run, as this package did before; for the ablation)
     shard_size: int = 32  # networks per shard: independent ensembles of at most this many (experiments.sharding;
     # 32 runs a training step ~1.5x cheaper per network than 16 on 2 cores)
 
@@ -46,6 +48,7 @@ class DelaySweep:
         object.__setattr__(self, "conditions", as_tuple("DelaySweep.conditions", self.conditions,
                                                         lambda n, v: check_choice(n, v, CONDITIONS)))
         check_int("DelaySweep.n_networks", self.n_networks, 1)
+        check_choice("DelaySweep.episode_adam", self.episode_adam, ("continued", "new"))
         check_int("DelaySweep.shard_size", self.shard_size, 1)
         check_seed("DelaySweep.seed", self.seed)
         self.grid()  # every task of the grid is valid (e.g. no odd delay for XOR) before any work
@@ -114,7 +117,8 @@ def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list
     if condition == "pre+during":
         schedule = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
                                  max_episodes=s.schedule.max_episodes)
-        floss_opt = _flossing_adam(s, model, preflossed, seeds) if preflossed else None
+        if preflossed and s.episode_adam == "continued":
+            floss_opt = _flossing_adam(s, model, preflossed, seeds)
     keys = [f"{t.name}/d{t.delay}/s{seed}" for t, seed in zip(tasks, seeds)]  # not the condition
     h = train(model, tasks, config=s.train, floss_config=s.floss_config(), schedule=schedule, progress=progress,
               generator=network_generators(s.seed, "train", keys), floss_optimizer=floss_opt)
