@@ -35,7 +35,6 @@ import matplotlib.pyplot as plt
 import torch
 
 from floss_core import FlossConfig, FlossSchedule, TanhRNN, TaskConfig, TrainConfig, floss, lyapunov_spectrum, train
-from floss_core.tasks import InputEncoding
 from floss_core.diagnostics import gradient_norm_profile, success
 from floss_core.repro import plotting
 from floss_core.repro.cache import cached
@@ -88,9 +87,9 @@ initial = TanhRNN(1, n_hidden, 1, gain=gain, n_networks=n_networks, generator=rn
 
 def full_spectrum(model):
     """All N exponents of every network, (E, N), on the same zero-input trajectories for every model."""
-    with torch.no_grad():  # the reference engine, as in the committed figures ("fast" agrees to roundoff)
+    with torch.no_grad():  # the default (fast) engine; method="reference" gives the same numbers to roundoff
         return lyapunov_spectrum(model, None, n_hidden, n_steps=spectrum_steps, batch=spectrum_batch,
-                                 generator=rng(1), method="reference").cpu()
+                                 generator=rng(1)).cpu()
 
 
 lam_before = full_spectrum(initial)  # (E, N)
@@ -189,7 +188,8 @@ plotting.save(fig, "tutorial_gradients");
 #
 # `TaskConfig(name="copy", delay=d)` streams random bits; the target at step t is the bit of step $t - d$
 # (undefined, and masked out, for $t < d$). The networks see the bits through an `InputEncoding`: the author's
-# $s_t = b_t I_1 / C$ by default; this tutorial uses the zero-mean $s_t = 2 b_t - 1$ (`"pm1"`) it was written with.
+# $s_t = b_t I_1 / C$ by default (bits $b_t \in \{0, 1\}$, amplitude $I_1 = 1$, C channels);
+# `InputEncoding("pm1")` gives zero-mean $s_t = 2 b_t - 1$ instead.
 # `train` runs backpropagation through time with Adam on fresh batches, one independent optimizer state per network,
 # and returns a `History` whose `accuracy` (n_steps, E) is measured on each fresh batch before the update, i.e. a
 # test accuracy.
@@ -199,7 +199,7 @@ plotting.save(fig, "tutorial_gradients");
 # would do both in one call; reusing the flossed networks saves that time here.
 
 # %%
-task = TaskConfig(name="copy", delay=delay, seq_len=seq_len, batch=16, encoding=InputEncoding("pm1"))
+task = TaskConfig(name="copy", delay=delay, seq_len=seq_len, batch=16)  # the author's input encoding
 train_config = TrainConfig(n_steps=train_steps, record_every=0)
 
 
