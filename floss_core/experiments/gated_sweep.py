@@ -56,7 +56,7 @@ class GatedSweep:
     seq_len: int = TaskConfig.seq_len  # T of the training sequences and of the gate-statistics trajectories
     batch: int = TaskConfig.batch  # sequences per training step
     encoding: InputEncoding = InputEncoding()  # of the tasks, the flossing inputs and the gate-statistics inputs
-    model: ModelConfig = ModelConfig(n_hidden=16)  # its cell and memory_bias are set by cells and memory_biases
+    model: ModelConfig = ModelConfig(cell="lstm", n_hidden=16)  # its cell and memory_bias: set by cells, memory_biases
     train: TrainConfig = TrainConfig(record_every=0)  # no exponents recorded during training (the cost of figure 6)
     floss: FlossConfig = FlossConfig()  # its k is replaced by each k > 0 of ks, its encoding by ``encoding``
     schedule: FlossSchedule = FlossSchedule.pre()  # only pre_steps (E_p) is used
