@@ -23,8 +23,11 @@
 # the LSTM's |c| grows) instead of balancing the dynamics; a small k should leave it near its initial value. The
 # author has no gated-cell code: H, k and the initializations here are our own choices.
 #
-# **Runtime.** About 30 minutes on 2 CPU cores at the defaults (estimated from a few full-size steps on 1 thread:
-# 1520 s of one core for LSTM and 1030 s for GRU networks, 2550 s in all; on 2 threads or 2 workers 21-32 minutes).
+# **Runtime.** About 35-45 minutes on 2 CPU cores at the defaults: an estimate, not a measured run. A few full-size
+# steps of each stage on 1 thread (this machine shared with other jobs), extrapolated, cost 4170 s of one core: 2490 s
+# for the 54 LSTM networks (420 s of it preflossing) and 1680 s for the 54 GRU networks (160 s preflossing); 2 threads
+# or `./run_all.sh --cluster local` (the two cells' shards on the two cores at once) divide that by 1.5-2. Over the
+# 30-minute target: `ks = [0, 16]` (no intermediate k) costs about two thirds of it.
 
 # %%
 from functools import partial
@@ -47,16 +50,16 @@ seed = 0
 cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 cells = ["lstm", "gru"]  # the gated architectures (the author's figures 3-5 use the tanh RNN)
 memory_biases = [0.0, 1.0]  # added to the forget (LSTM) / update (GRU) gate bias: PyTorch's init and +1
-ks = [0, 2, 16]  # exponents flossed before training (0: plain training); 16 = H: all of the GRU's, half the LSTM's
+ks = [0, 2, 16]  # exponents flossed before training (0: plain training); 16 is H, all of the GRU's, half the LSTM's
 tasks = ["copy"]  # delayed copy
 delays = [20]  # d
 n_networks = 9  # networks (seeds) per cell, memory bias, k, task and delay (the author's figures use 9)
 seq_len = 300  # T (the author's)
 batch = 16  # sequences per training step (the author's; a parameter so that quick mode can shrink it)
-model = {"n_hidden": 16}  # H = 16 units (LSTM state 32): our choice, to fit the 2-core budget at T = 300
+model = {"n_hidden": 16}  # H, 16 units (LSTM state 32): our choice, to fit the 2-core budget at the author's T
 train = {"n_steps": 3001, "record_every": 0}  # the author's 3001 steps; no exponents recorded during training
 floss = {}  # the author's flossing (55-step trajectories, batch 1, Adam lr 1e-3); its k is each of ks
-schedule = {}  # the author's E_p = 500 flossing steps before training
+schedule = {}  # the author's 500 flossing steps before training (E_p)
 gate_batch = 8  # trajectories of T steps per network for the gate statistics
 
 # %%
