@@ -70,6 +70,7 @@ res = cached("gated_sweep", {"sweep": sweep, "device": device},
              partial(experiments.gated_sweep, sweep, device=device, progress=not quick, cluster=cluster))
 summary = experiments.summarize_gated_sweep(res)  # success, final accuracy: {cell: (biases, K, tasks, D, S)}
 MEMORY_GATE = {"lstm": "forget", "gru": "update"}  # the gate that keeps the state
+GATE_NUMBERS = {"lstm": ["forget", "abs_cell"], "gru": ["update"]}  # recorded per condition: the memory gate, |c|
 
 # %%
 x = np.arange(len(ks))  # k on a categorical axis
@@ -97,7 +98,7 @@ for col, cell in enumerate(cells):
     for ax in (ax_ok, ax_acc):
         ax.set_xticks(x, klabels)
         ax.set_xlabel("k, exponents flossed before training")
-    ax_ok.legend(fontsize=6)
+    ax_ok.legend(fontsize=6, loc="best")
 ax_gate, ax_cell = axes[0, -1], axes[1, -1]
 for cell, marker in zip(cells, "os"):
     for b, bias in enumerate(memory_biases):
@@ -136,8 +137,8 @@ numbers = {}
 for cell in cells:
     for b, bias in enumerate(memory_biases):
         for q, k in enumerate(ks):
-            for name, values in res["gates"][cell].items():  # every gate, before (k = 0) and after preflossing
-                numbers.update(mean_numbers(f"{tag(cell, bias)}_k{k}_gate_{name}", values[b, q]))
+            for name in GATE_NUMBERS[cell]:  # before (k = 0) and after preflossing
+                numbers.update(mean_numbers(f"{tag(cell, bias)}_k{k}_gate_{name}", res["gates"][cell][name][b, q]))
             for j, task, i, d in conds:
                 prefix = f"{tag(cell, bias)}_k{k}_{task}_d{d}"
                 ok = summary["success"][cell][b, q, j, i]  # (S,)

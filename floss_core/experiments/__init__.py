@@ -3,10 +3,10 @@ validated when built) and the function that runs it as shards of batched ensembl
 
     flossing_sweep      figures 1 and 2: exponents during flossing from several gains and several k, spectra,
                         gradient-norm profiles and long-term-Jacobian singular values before and after.
-    delay_sweep         figures 3, 4 (and 6): training on delayed tasks over a grid of delays, for no flossing,
+    delay_sweep         figures 3 and 4: training on delayed tasks over a grid of delays, for no flossing,
                         flossing before training, and flossing before and during training.
-    gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the gate-bias initialization (delay sweeps),
-                        with gate statistics before and after preflossing.
+    gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the memory-gate bias initialization, with
+                        gate statistics before and after preflossing.
     complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
     summary             success, steps to criterion and final accuracy of a delay sweep.
     sharding            how a sweep runs as shards of networks, in this process or on a Dask cluster (``cluster=``),
