@@ -3,8 +3,10 @@ validated when built) and the function that runs it as shards of batched ensembl
 
     flossing_sweep      figures 1 and 2: exponents during flossing from several gains and several k, spectra,
                         gradient-norm profiles and long-term-Jacobian singular values before and after.
-    delay_sweep         figures 3, 4 and 6: training on delayed tasks over a grid of delays, for no flossing,
+    delay_sweep         figures 3 and 4: training on delayed tasks over a grid of delays, for no flossing,
                         flossing before training, and flossing before and during training.
+    gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the memory-gate bias initialization, with
+                        gate statistics before and after preflossing.
     complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
     summary             success, steps to criterion and final accuracy of a delay sweep.
     sharding            how a sweep runs as shards of networks, in this process or on a Dask cluster (``cluster=``),
@@ -18,7 +20,9 @@ from .common import build
 from .complexity_sweep import ComplexitySweep, complexity_sweep
 from .delay_sweep import CONDITIONS, DelaySweep, delay_sweep
 from .flossing_sweep import FlossingSweep, flossing_sweep
+from .gated_sweep import GatedSweep, gated_sweep, summarize_gated_sweep
 from .summary import summarize_delay_sweep
 
 __all__ = ["build", "FlossingSweep", "flossing_sweep", "DelaySweep", "delay_sweep", "CONDITIONS", "ComplexitySweep",
-           "complexity_sweep", "summarize_delay_sweep", "final_accuracy", "running_mean"]
+           "complexity_sweep", "summarize_delay_sweep", "GatedSweep", "gated_sweep", "summarize_gated_sweep",
+           "final_accuracy", "running_mean"]

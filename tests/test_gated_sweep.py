@@ -1,0 +1,123 @@
+"""Figure 6's sweep: its networks are what its docstring says (the seed's weights plus the memory bias, preflossed
+with k, trained on the named streams), its gate statistics are those of these networks, and a bad config names the
+argument."""
+import pytest
+import torch
+
+from floss_core.diagnostics import gate_statistics
+from floss_core.experiments import GatedSweep, build, gated_sweep, summarize_gated_sweep
+from floss_core.experiments.common import network_generators
+from floss_core.flossing import floss
+from floss_core.tasks import bit_signal, random_bits
+from floss_core.training import FlossSchedule, train
+
+H = 4
+SWEEP = build(GatedSweep, memory_biases=[0.0, 1.0], ks=[0, 2], tasks=["copy"], delays=[2, 3], n_networks=2,
+              seq_len=10, batch=3, model={"n_hidden": H, "dtype": "float64"}, train={"n_steps": 4},
+              floss={"seq_len": 10, "n_transient": 2}, schedule={"pre_steps": 2}, gate_batch=2, shard_size=5)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return gated_sweep(SWEEP, progress=False)
+
+
+def _initial(cell, bias, seeds):
+    return SWEEP.model_config(cell, bias).build(1, 1, n_networks=len(seeds),
+                                                generator=network_generators(SWEEP.seed, "init",
+                                                                             [f"s{i}" for i in seeds]))
+
+
+def test_result_shapes(result):
+    NB, K, J, D, S = 2, 2, 1, 2, 2
+    for cell in ("lstm", "gru"):
+        assert result["accuracy"][cell].shape == (SWEEP.train.n_steps, NB, K, J, D, S)
+        assert result["failed"][cell].shape == (NB, K, J, D, S)
+        for v in result["gates"][cell].values():
+            assert v.shape == (NB, K, S)
+    assert set(result["gates"]["lstm"]) == {"input", "forget", "candidate", "output", "abs_cell"}
+    assert set(result["gates"]["gru"]) == {"reset", "update", "candidate"}
+    summary = summarize_gated_sweep(result)
+    assert summary["success"]["gru"].shape == (NB, K, J, D, S) and summary["success"]["gru"].dtype == torch.bool
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_memory_bias_only_shifts_the_memory_gate_bias(result, cell):
+    """Before flossing (k = 0) the networks of a seed differ between memory biases by exactly +1 on gate 1's bias."""
+    state = result["pre_state"][cell]
+    for name, v in state.items():
+        if name == "b":
+            shift = torch.zeros_like(v[0, 0])
+            shift[..., H:2 * H] = 1.0
+            torch.testing.assert_close(v[1, 0], v[0, 0] + shift, rtol=0, atol=1e-12)
+        else:
+            torch.testing.assert_close(v[1, 0], v[0, 0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_units_and_gate_statistics_equal_a_computation_by_hand(result, cell):
+    seeds = list(range(SWEEP.n_networks))
+    bits = random_bits(len(seeds), SWEEP.gate_batch, SWEEP.seq_len, 1,
+                       generator=network_generators(SWEEP.seed, "gates", [f"s{i}" for i in seeds]))
+    inputs = bit_signal(bits, SWEEP.encoding, dtype=torch.float64)  # (S, B, T, 1)
+    for b, bias in enumerate(SWEEP.memory_biases):
+        for q, k in enumerate(SWEEP.ks):
+            model = _initial(cell, bias, seeds)
+            if k:
+                floss(model, SWEEP.schedule.pre_steps, config=SWEEP.floss_config(k), progress=False,
+                      generator=network_generators(SWEEP.seed, "prefloss", [f"s{i}" for i in seeds]))
+            for name, p in model.named_parameters():
+                torch.testing.assert_close(result["pre_state"][cell][name][b, q], p.detach(), rtol=1e-9, atol=1e-12)
+            h0 = model.h0.detach().unsqueeze(1).expand(-1, SWEEP.gate_batch, -1)
+            gates = gate_statistics(model, inputs, h0=h0)
+            for name, v in gates.items():
+                torch.testing.assert_close(result["gates"][cell][name][b, q], v, rtol=1e-9, atol=1e-12)
+
+
+def test_training_equals_a_network_trained_by_hand(result):
+    """Unit (memory bias 1, k = 2, seed 1) on copy, d = 3, trained alone on its stream "copy/d3/s1"."""
+    b, q, i, s, cell = 1, 1, 1, 1, "lstm"
+    model = _initial(cell, 1.0, [s])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(result["pre_state"][cell][name][b, q, s:s + 1])
+    task = SWEEP.task_configs()[i]
+    assert (task.name, task.delay) == ("copy", 3)
+    h = train(model, task, config=SWEEP.train, floss_config=SWEEP.floss_config(1), schedule=FlossSchedule.none(),
+              generator=network_generators(SWEEP.seed, "train", [f"copy/d3/s{s}"]), progress=False)
+    torch.testing.assert_close(result["accuracy"][cell][:, b, q, 0, i, s], h.accuracy[:, 0], rtol=0, atol=1e-9)
+
+
+def test_summary_equals_the_criterion_by_hand():
+    acc = torch.rand(60, 1, 2, 1, 1, 3, generator=torch.Generator().manual_seed(0))
+    acc[:20, 0, 1, 0, 0, 0], acc[20:, 0, 1, 0, 0, 0] = 0.0, 1.0
+    res = {"accuracy": {"gru": acc}}
+    out = summarize_gated_sweep(res, threshold=0.85, window=10, last=5)
+    # the running mean over steps 19..28 is 0.9, over 18..27 0.8: the criterion is met from step 28 on
+    assert out["steps_to_criterion"]["gru"][0, 1, 0, 0, 0] == 28
+    assert out["success"]["gru"][0, 1, 0, 0, 0] and not out["success"]["gru"][0, 0, 0, 0, 0]
+    torch.testing.assert_close(out["final_accuracy"]["gru"], acc[-5:].mean(0))
+
+
+@pytest.mark.parametrize("changes, name", [
+    ({"ks": [0, 5]}, "GatedSweep.ks[1]"),  # above the GRU's state size H = 4
+    ({"ks": [0, 2, 2]}, "GatedSweep.ks"),
+    ({"cells": ["tanh"]}, "GatedSweep.cells[0]"),
+    ({"memory_biases": [0.0, float("nan")]}, "GatedSweep.memory_biases[1]"),
+    ({"model": {"n_hidden": H, "memory_bias": 1.0}}, "GatedSweep.model.memory_bias"),
+    ({"schedule": {"pre_steps": 0}}, "GatedSweep.schedule.pre_steps"),
+    ({"gate_batch": 0}, "GatedSweep.gate_batch"),
+    ({"delays": [0]}, "GatedSweep.delays[0]"),
+    ({"tasks": ["xor"], "delays": [3]}, "delay"),  # XOR needs an even delay
+])
+def test_bad_configs_name_their_argument(changes, name):
+    params = dict(ks=[0, 2], delays=[2], model={"n_hidden": H})
+    params.update(changes)
+    with pytest.raises(ValueError, match=name.replace("[", r"\[").replace("]", r"\]")):
+        build(GatedSweep, **params)
+
+
+def test_an_lstm_only_sweep_may_floss_all_of_its_state():
+    build(GatedSweep, cells=["lstm"], ks=[0, 2 * H], model={"n_hidden": H})
+    with pytest.raises(ValueError, match="LSTM's state size"):
+        build(GatedSweep, cells=["lstm"], ks=[2 * H + 1], model={"n_hidden": H})
