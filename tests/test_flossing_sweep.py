@@ -37,12 +37,22 @@ def test_every_k_is_flossed_to_every_target_from_the_same_networks():
     assert not torch.equal(res["floss_exponents"][0][0], res["floss_exponents"][1][0])
 
 
+def test_target_ks_floss_only_those_ks_to_every_target_with_the_same_numbers():
+    every, some = tiny(), tiny(target_ks=[1])
+    assert some.runs == [(1, 0.0), (1, -0.5), (2, 0.0)]
+    res_every, res_some = flossing_sweep(every, progress=False), flossing_sweep(some, progress=False)
+    assert res_some["runs"] == some.runs and len(res_some["spectrum_after"]) == 3
+    for run, lam in zip(res_some["runs"], res_some["floss_exponents"]):  # a run's numbers do not depend on the others
+        assert torch.equal(lam, res_every["floss_exponents"][res_every["runs"].index(run)])
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"targets": []}, "FlossingSweep.targets must be a non-empty list"),
     ({"targets": [0.0, float("nan")]}, "FlossingSweep.targets[1] must be a finite number"),
     ({"targets": [0.0, "zero"]}, "FlossingSweep.targets[1]"),
     ({"targets": [-0.5, -0.5]}, "FlossingSweep.targets must not repeat a value"),
     ({"ks": [1, 1]}, "FlossingSweep.ks must not repeat a value"),
+    ({"target_ks": [3]}, "FlossingSweep.target_ks[0] must be one of 1, 2, got 3"),
     ({"gradients": ["full"]}, "FlossingSweep.gradients must give one gradient mode per gain (2)"),
     ({"gradients": ["full", "exact"]}, "FlossingSweep.gradients[1] must be one of 'full', 'detached'"),
     ({"gradients": "full"}, "FlossingSweep.gradients must be a non-empty list"),

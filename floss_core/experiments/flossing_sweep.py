@@ -29,10 +29,11 @@ __all__ = ["FlossingSweep", "flossing_sweep"]
 @dataclass(frozen=True)
 class FlossingSweep:
     """Flossing ensembles started at several gains, for several k and several targets (figures 1 and 2): the same
-    initial networks are flossed once for every (k, target) pair."""
+    initial networks are flossed once for every (k, target) pair of ``runs``."""
     gains: tuple = (0.5, 1.0, 2.0)  # starting gains g (ModelConfig.gain is replaced by each)
     ks: tuple = (1, 16)  # numbers of exponents flossed (FlossConfig.k is replaced by each)
     targets: tuple = (0.0,)  # target exponents, nats per step (FlossConfig.target is replaced by each)
+    target_ks: tuple | None = None  # the ks flossed to every target, the others to targets[0] only; None: every k
     gradients: tuple | None = None  # per gain, its FlossConfig.gradient ("full"/"detached"); None: floss.gradient
     n_networks: int = 6  # networks per gain
     floss_steps: int = 500  # flossing (Adam) steps
@@ -55,6 +56,9 @@ class FlossingSweep:
             values = getattr(self, name)
             if len(set(values)) < len(values):
                 raise ValueError(f"FlossingSweep.{name} must not repeat a value, got {list(values)}")
+        if self.target_ks is not None:
+            object.__setattr__(self, "target_ks", as_tuple("FlossingSweep.target_ks", self.target_ks,
+                                                           lambda n, v: check_choice(n, v, self.ks)))
         if self.gradients is not None:
             gradients = as_tuple("FlossingSweep.gradients", self.gradients,
                                  lambda n, v: check_choice(n, v, GRADIENT_MODES))
@@ -66,6 +70,12 @@ class FlossingSweep:
             check_int(f"FlossingSweep.{name}", getattr(self, name), 1)
         check_int("FlossingSweep.floss_steps", self.floss_steps, 0)
         check_seed("FlossingSweep.seed", self.seed)
+
+    @property
+    def runs(self) -> list:
+        """The (k, target) pairs flossed, k first: every k to targets[0], the ks of target_ks to every target."""
+        return [(k, t) for k in self.ks for t in self.targets
+                if t == self.targets[0] or self.target_ks is None or k in self.target_ks]
 
 
 def _drive(E: int, batch: int, T: int, config: FlossConfig, gen, dtype, device) -> torch.Tensor:
@@ -143,7 +153,7 @@ def _after_shard(s: FlossingSweep, k: int, target: float, a: int, b: int, device
 
 
 def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool = True, cluster=None) -> dict:
-    """Run the sweep. For every pair (k, target) of ``runs`` (every k with every target, k first): the
+    """Run the sweep. For every pair (k, target) of ``sweep.runs`` (k first; see ``target_ks``): the
     E = len(gains) * n_networks networks (network ``e = i * n_networks + s`` has gain ``gains[i]``, seed s; the same
     initial networks for every pair) are flossed, each with the gradient mode of its gain (``gradients``).
 
@@ -169,7 +179,7 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
     s = sweep
     E = len(s.gains) * s.n_networks
     parts = ranges(E, s.shard_size)
-    runs = [(k, t) for k in s.ks for t in s.targets]
+    runs = s.runs
     inner = progress and cluster is None  # the steps' progress bars in this process, the shards' on a cluster
     with open_executor(cluster, progress=progress) as ex:
         shards = [Shard("flossing_sweep", a, b, "before flossing") for a, b in parts]
