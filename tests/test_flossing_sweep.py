@@ -82,6 +82,17 @@ def test_each_gain_gets_the_numbers_of_a_sweep_flossing_every_gain_with_its_mode
             assert not torch.equal(full[key][i][second], detached[key][i][second]), key
 
 
+def test_singular_values_only_for_sv_gains_and_the_same_as_measuring_all():
+    some = flossing_sweep(tiny(sv_gains=[2.0], shard_size=2, ks=[2], targets=[0.0]), progress=False)
+    every = flossing_sweep(tiny(shard_size=2, ks=[2], targets=[0.0]), progress=False)
+    for key in ("log_sv_before", "log_sv_after"):
+        a, b = (some[key], every[key]) if key == "log_sv_before" else (some[key][0], every[key][0])
+        assert a.shape == b.shape == (4, len(some["sv_times"]), 4)
+        assert a[:2].isnan().all() and torch.equal(a[2:], b[2:]), key
+    with pytest.raises(ValueError, match=r"FlossingSweep.sv_gains\[0\] must be one of 0.5, 2.0, got 1.0"):
+        tiny(sv_gains=[1.0])
+
+
 def test_a_shard_mixing_gradient_modes_floss_each_mode_apart():
     """One shard holding both gains (shard_size 4): the networks of each mode are flossed as their own ensemble, so
     the result does not depend on which mode the neighbours use (up to roundoff of the ensemble's size)."""

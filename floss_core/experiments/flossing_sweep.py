@@ -43,6 +43,7 @@ class FlossingSweep:
     spectrum_steps: int = 2000  # steps of the trajectories measuring the spectra
     horizon: int = 300  # longest lag tau of the gradient profile and the long-term Jacobian
     sv_every: int = 5  # the long-term Jacobian's singular values every this many steps
+    sv_gains: tuple | None = None  # the gains whose singular values are measured (costly); None: all; others NaN
     seed: int = 0
     shard_size: int = 16  # networks per shard: independent ensembles of at most this many (experiments.sharding)
 
@@ -56,6 +57,9 @@ class FlossingSweep:
             values = getattr(self, name)
             if len(set(values)) < len(values):
                 raise ValueError(f"FlossingSweep.{name} must not repeat a value, got {list(values)}")
+        if self.sv_gains is not None:
+            object.__setattr__(self, "sv_gains", as_tuple("FlossingSweep.sv_gains", self.sv_gains,
+                                                          lambda n, v: check_choice(n, v, self.gains)))
         if self.target_ks is not None:
             object.__setattr__(self, "target_ks", as_tuple("FlossingSweep.target_ks", self.target_ks,
                                                            lambda n, v: check_choice(n, v, self.ks)))
@@ -101,22 +105,45 @@ def _initial(s: FlossingSweep, a: int, b: int, device):
     return model
 
 
+def _runs(flags: list) -> list:
+    """[(i, j, flag), ...]: the maximal runs of equal consecutive flags."""
+    cuts = [i for i in range(1, len(flags)) if flags[i] != flags[i - 1]]
+    return [(i, j, flags[i]) for i, j in zip([0] + cuts, cuts + [len(flags)])]
+
+
+def _part(s: FlossingSweep, model, a: int, i: int, j: int):
+    """Networks i..j-1 of ``model`` (networks a.. of the sweep) as an ensemble of their own (a copy)."""
+    if (i, j) == (0, model.n_networks):
+        return model
+    part = _initial(s, a + i, a + j, model.W.device).to(model.W.dtype)
+    with torch.no_grad():
+        for p, q in zip(part.parameters(), model.parameters()):  # every parameter has the networks first
+            p.copy_(q[i:j])
+    return part
+
+
 def _measure(s: FlossingSweep, model, a: int, b: int) -> dict:
     """Spectrum, gradient-norm profile and long-term-Jacobian singular values of networks a..b-1 (``model``), driven
-    like the flossing, from the same random starts before and after flossing."""
+    like the flossing, from the same random starts before and after flossing. The singular values only for the
+    networks of ``sv_gains`` (consecutive ones as one ensemble), NaN for the others."""
     E, keys, f64 = b - a, _keys(s, a, b), torch.float64  # E: the shard's networks
     device, k = model.W.device, min(s.spectrum_k, s.model.n_hidden)
 
-    def gens(stage):
-        return network_generators(s.seed, stage, keys)
+    def gens(stage, i=0, j=E):
+        return network_generators(s.seed, stage, keys[i:j])
 
     drive_spec = _drive(E, 4, s.spectrum_steps, s.floss, gens("drive spectrum"), model.W.dtype, device)
     drive_long = _drive(E, 8, s.horizon + 1, s.floss, gens("drive long"), f64, device)
     m64 = copy.deepcopy(model).to(f64)
+    gain_of = torch.tensor(s.gains).repeat_interleave(s.n_networks)[a:b].tolist()
+    log_sv = torch.full((E, -(-s.horizon // s.sv_every), k), float("nan"), dtype=f64)  # (E, reports, k)
     with torch.no_grad():
         spec = lyapunov_spectrum(model, drive_spec, k, generator=gens("start spectrum"), method="reference").cpu()
-        log_sv = long_term_jacobian_singular_values(m64, drive_long[:, :1, :s.horizon], k, t_ons=s.sv_every,
-                                                    generator=gens("start sv"))[:, 0].cpu()
+        for i, j, wanted in _runs([s.sv_gains is None or g in s.sv_gains for g in gain_of]):
+            if wanted:
+                log_sv[i:j] = long_term_jacobian_singular_values(
+                    _part(s, m64, a, i, j), drive_long[i:j, :1, :s.horizon], k, t_ons=s.sv_every,
+                    generator=gens("start sv", i, j))[:, 0].cpu()
     profile = gradient_norm_profile(m64, drive_long, generator=gens("start profile")).cpu()
     return {"spectrum": spec, "profile": profile, "log_sv": log_sv}
 
@@ -134,16 +161,15 @@ def _gradient_of(s: FlossingSweep) -> list:
 def _after_shard(s: FlossingSweep, k: int, target: float, a: int, b: int, device, progress: bool) -> dict:
     """Networks a..b-1 flossed with this k to this target, and measured. Consecutive networks of one gradient mode
     are flossed as one ensemble (the shard's range alone decides which)."""
-    model, mode = _initial(s, a, b, device), _gradient_of(s)[a:b]
-    cuts = [i for i in range(1, b - a) if mode[i] != mode[i - 1]]  # where the gradient mode changes
+    model = _initial(s, a, b, device)
     stage = f"floss k{k} target{float(target)!r}"
     exps, failed = [], []
-    for i, j in zip([0] + cuts, cuts + [b - a]):
-        part = model if not cuts else _initial(s, a + i, a + j, device)
-        config = dataclasses.replace(s.floss, k=k, target=target, gradient=mode[i])
+    for i, j, mode in _runs(_gradient_of(s)[a:b]):
+        part = _part(s, model, a, i, j)
+        config = dataclasses.replace(s.floss, k=k, target=target, gradient=mode)
         res = floss(part, s.floss_steps, config=config, progress=progress,
                     generator=network_generators(s.seed, stage, _keys(s, a + i, a + j)))
-        if cuts:
+        if part is not model:
             with torch.no_grad():
                 for p, q in zip(model.parameters(), part.parameters()):  # every parameter has the networks first
                     p[i:j] = q
@@ -173,7 +199,8 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
         profile_before (E, horizon + 1), profile_after [... per run]: gradient norm of a late loss w.r.t. the state
             tau steps earlier (float64), and
         log_sv_before (E, horizon // sv_every, spectrum_k), log_sv_after [... per run]: log singular values of the
-            long-term Jacobian every sv_every steps (float64), sv_times; failed [(E,) per run].
+            long-term Jacobian every sv_every steps (float64; NaN for gains not in sv_gains), sv_times;
+        failed [(E,) per run].
     All trajectories are driven like the flossing (``floss.input``), from the same random starts.
     """
     s = sweep
@@ -194,7 +221,7 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
     before, after = join(done[:n]), [join(done[n * (i + 1):n * (i + 2)], dims) for i in range(len(runs))]
     out = {"gains": torch.tensor(s.gains).repeat_interleave(s.n_networks), "gradients": _gradient_of(s),
            "ks": list(s.ks), "targets": list(s.targets), "runs": runs,
-           "sv_times": torch.arange(s.sv_every, s.horizon + 1, s.sv_every),
+           "sv_times": torch.tensor(sorted({*range(s.sv_every, s.horizon + 1, s.sv_every), s.horizon})),
            "spectrum_before": before["spectrum"], "profile_before": before["profile"],
            "log_sv_before": before["log_sv"]}
     for key, name in (("floss_exponents", "floss_exponents"), ("spectrum_after", "spectrum"),
