@@ -17,15 +17,17 @@
 # spectrum stays below. With the top exponent at 0, the norm of the gradient of a late loss with respect to a state
 # tau steps earlier neither grows nor decays exponentially with tau.
 #
-# **What to look for.** (a) lambda_1 during flossing k = 1 reaches each target, from above (g = 2) and from below
-# (g = 0.5), within ~40-80 steps; (b, c) after flossing k exponents to 0, exactly the first k sit at 0; (d) the
-# gradient-norm profile, exponential in tau before flossing, is flat after flossing lambda_1 to 0.
+# **What to look for.** (a) lambda_1 during flossing k = 1 reaches each target from below (g = 0.5, 1) within
+# ~40-80 steps, and from above (g = 2) more slowly; (b, c) after flossing k exponents to 0, exactly the first k sit
+# at 0 (from g = 0.5; from g = 2 they do not converge); (d) the gradient-norm profile, exponential in tau before
+# flossing, is flat after flossing lambda_1 to 0.
 #
-# **Gradient modes (measured, see "What we found").** The stable and marginal starts (g = 0.5, 1) are flossed with
-# the author's full gradient through the state trajectory: the state-detached gradient does not bring k = 16
-# exponents to 0 from there. The chaotic start (g = 2) is flossed with the state-detached gradient: there the full
-# gradient over a window of T steps is dominated by the trajectory's sensitivity, which grows like exp(lambda_1 T),
-# and it does not converge (PAPER.md, "A numerical trap"). Every panel states the mode of each gain.
+# **Gradient modes (measured, see "What we found").** Every start is flossed with the author's full gradient through
+# the state trajectory and task inputs. The state-detached gradient converges worse from every gain with task
+# inputs. From the chaotic start (g = 2) the full gradient over a window of T steps is dominated by the trajectory's
+# sensitivity, which grows like exp(lambda_1 T) (PAPER.md, "A numerical trap"): there lambda_1 moves slowly at the
+# author's lr, and k = 16 does not converge with either mode (only the detached gradient on zero input, with 4
+# trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
 # **Runtime.** RUNTIME_PLACEHOLDER
 
@@ -47,9 +49,9 @@ device = "cpu"  # "cpu" or "cuda"
 seed = 0
 cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 gains = [0.5, 1.0, 2.0]  # starting gains g: stable, marginal, chaotic
-# per gain: the author's full gradient from the stable starts, the state-detached one from the chaotic start (measured:
-# the full gradient does not converge from g = 2, the detached one not for k = 16 from g <= 1; see "What we found")
-gradients = ["full", "full", "detached"]
+# per gain: the author's full gradient from every start (measured with task inputs, see "What we found": the
+# state-detached gradient converges worse from every gain, and neither converges for k = 16 from g = 2)
+gradients = ["full", "full", "full"]
 ks = [1, 16, 32]  # numbers of exponents flossed
 targets = [0.0, -0.5, -1.0]  # target exponents (the author's site: 0, -0.5, -1); figure 2 and panels (b)-(d): the first
 target_ks = [1]  # the ks flossed to every target (the others: to targets[0] only)
@@ -58,6 +60,8 @@ floss_steps = 300  # Adam steps of flossing
 spectrum_k = 32  # exponents (and singular values) measured before and after
 spectrum_steps = 2000  # steps of the trajectories measuring the spectra
 horizon = 300  # longest lag tau of the gradient profile and longest t of the long-term Jacobian
+sv_gains = [1.0]  # the gain figure 2 shows: its long-term Jacobian's singular values are measured (~3 s per network)
+sv_every = 15  # ... every this many steps
 tolerance = 0.05  # a network has reached the target when its flossed exponents (after flossing) are within this
 model = {}  # the author's tanh RNN with 80 units (its gain is replaced by each of gains)
 floss = {}  # the author's flossing: task inputs ({0, 1} bits / S), 1 trajectory of 55 steps (16 transient), lr 1e-3
@@ -65,8 +69,8 @@ floss = {}  # the author's flossing: task inputs ({0, 1} bits / S), 1 trajectory
 # %%
 sweep = experiments.build(experiments.FlossingSweep, gains=gains, gradients=gradients, ks=ks, targets=targets,
                           target_ks=target_ks, n_networks=n_networks, floss_steps=floss_steps,
-                          spectrum_k=spectrum_k, spectrum_steps=spectrum_steps, horizon=horizon, model=model,
-                          floss=floss, seed=seed)
+                          spectrum_k=spectrum_k, spectrum_steps=spectrum_steps, horizon=horizon, sv_gains=sv_gains,
+                          sv_every=sv_every, model=model, floss=floss, seed=seed)
 res = cached("flossing_sweep", {"sweep": sweep, "device": device},
              lambda: experiments.flossing_sweep(sweep, device=device, progress=not quick, cluster=cluster))
 gain_of = res["gains"]  # (E,): the starting gain of every network
@@ -168,6 +172,23 @@ plotting.record(numbers);
 # at [..]. The gradient norm over [horizon] lags changes by [..] decades before and [..] after flossing lambda_1.
 #
 # **Gradient modes (measured before the run, 4-6 networks per case, task inputs, lr 1e-3, 55-step windows).**
-# MEASURED_PLACEHOLDER
+# Throwaway probes before the run (N = 80, task inputs, the author's windows of 1 x 55 steps, 16 transient, unless
+# said; seed 0; 4-6 networks per case). k = 1, lr 1e-3, 150 steps, |mean of the last 10 flossing estimates - target|
+# per network: from g = 0.5 within 0.052 / 0.028 / 0.024 of the targets 0 / -0.5 / -1 (reached within ~40 steps),
+# from g = 1 within 0.064 / 0.014 / 0.037; from g = 2 (lambda_1 ~ +0.07 with task inputs) the full gradient brings
+# the median to 0.001 for target 0 (max 0.076) but leaves -0.5 and -1 unreached (lambda_1 still ~ 0.04; with 4
+# trajectories per step 1 of 4 reaches -0.5), the state-detached one moves less (median 0.047 for target 0; -0.5
+# unreached, also with 4 x 100-step trajectories). At lr 1e-2 from g = 2 the full gradient reaches -0.5 in 3 of 4
+# networks within 100 steps (detached: 1 of 4) and, decaying to 1e-3 over 200 steps, -1 in 3 of 4 (within 0.074; one
+# stays at +0.03); detached at lr 1e-2 reaches -1 in none. k = 16 to 0, 300 steps, max_i<=16 |lambda_i| on long
+# trajectories after flossing (4 networks per gain; g = 0.5 / g = 1): full, lr 1e-3 (the author's) 0.022-0.043 /
+# 0.033-0.072; state-detached 0.24-0.59 / 0.15-0.21; full, zero input 0.006-0.027 / 0.016-0.047; full, 100-step
+# windows (30 transient) 0.014-0.035 / 0.034-0.084; full, lr 1e-2 decaying to 1e-3 0.057-0.09 / 0.079-0.25 (and
+# 0.43-0.73 from g = 2). From g = 2, k = 16 converged with neither mode with task inputs (detached, lr 1e-3: 0.17-0.22
+# in the flossing estimates); the earlier figure's detached gradient on zero input with 4 x 100-step trajectories
+# brought it within 0.009 (README, "Gradient modes"). So: k = 16 from stable starts converges with the full gradient
+# at the author's lr and window, with task or zero input (zero input closer), and not with the detached gradient; a
+# higher lr speeds lambda_1 up from g = 2 but spoils k = 16. The figure therefore uses the full gradient at lr 1e-3
+# everywhere.
 #
 # (The same verdict as the README's "What our figures show".)
