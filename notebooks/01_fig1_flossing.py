@@ -181,7 +181,8 @@ plotting.record(numbers);
 # per network: from g = 0.5 within 0.052 / 0.028 / 0.024 of the targets 0 / -0.5 / -1 (reached within ~40 steps),
 # from g = 1 within 0.064 / 0.014 / 0.037; from g = 2 (lambda_1 ~ +0.07 with task inputs) the full gradient brings
 # the median to 0.001 for target 0 (max 0.076) but leaves -0.5 and -1 unreached (lambda_1 still ~ 0.04; with 4
-# trajectories per step 1 of 4 reaches -0.5), the state-detached one moves less (median 0.047 for target 0; -0.5
+# trajectories per step 1 of 4 reaches -0.5; after 300 steps, 4 networks, 1 of 4 within 0.05 of -0.5 and 0 of 4
+# of -1, the others between +0.05 and -0.35), the state-detached one moves less (median 0.047 for target 0; -0.5
 # unreached, also with 4 x 100-step trajectories). At lr 1e-2 from g = 2 the full gradient reaches -0.5 in 3 of 4
 # networks within 100 steps (detached: 1 of 4) and, decaying to 1e-3 over 200 steps, -1 in 3 of 4 (within 0.074; one
 # stays at +0.03); detached at lr 1e-2 reaches -1 in none. k = 16 to 0, 300 steps, max_i<=16 |lambda_i| on long
