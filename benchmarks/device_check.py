@@ -75,7 +75,7 @@ def main():
     r = X.flossing_sweep(sweep, device=dev, progress=False)
     sync(dev)
     print(f"flossing_sweep (figures 1-2): {time.perf_counter() - t0:.1f} s", flush=True)
-    for i, k in enumerate(r["ks"]):
+    for i, (k, _) in enumerate(r["runs"]):
         sel = r["gains"] == 2.0
         print(f"  g=2, k={k}: median max|lambda_i<=k| after = "
               f"{r['spectrum_after'][i][sel][:, :k].abs().max(1).values.median().item():.4f}")

@@ -53,8 +53,9 @@ def key_numbers(fig, ns):
     if fig == "01":
         res, sel = ns["res"], ns["res"]["gains"] == max(ns["gains"])
         out = {"lambda1_before_gmax": float(res["spectrum_before"][sel, 0].median())}
-        for k, after in zip(ns["ks"], res["spectrum_after"]):
-            out[f"max_abs_flossed_gmax_k{k}"] = float(after[sel][:, :k].abs().max(1).values.median())
+        for (k, target), after in zip(res["runs"], res["spectrum_after"]):
+            out[f"max_abs_dev_gmax_k{k}_target{target}"] = float((after[sel][:, :k] - target).abs().max(1)
+                                                                  .values.median())
         return out
     if fig == "03":
         return {f"{t}_{c}_successes": s["success"][c].sum(1).tolist()

@@ -20,6 +20,9 @@
 # (b) log kappa_k grows linearly before flossing, along the dotted line (lambda_1 - lambda_k) t, and is flat after
 # flossing k exponents.
 #
+# The networks shown start at g = 1 (lambda_1 ~ -0.34 with task inputs) and are flossed to 0 with the author's full
+# gradient: from g = 2 neither gradient mode brings k = 16 exponents to 0 with task inputs (figure 1's notebook).
+#
 # **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (5 s) if figure 1
 # ran. The singular values are computed in log space (graded QR products and a one-sided Jacobi SVD), never by
 # multiplying Jacobians.
@@ -29,6 +32,7 @@ import matplotlib.pyplot as plt
 
 from floss_core import experiments
 from floss_core.diagnostics import condition_number
+from floss_core.repro import numbers as stats
 from floss_core.repro import plotting
 from floss_core.repro.cache import cached
 
@@ -39,29 +43,39 @@ quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
-gains = [0.5, 1.0, 2.0]  # starting gains g: stable, marginal, chaotic (figure 1's sweep)
-ks = [1, 16]  # numbers of exponents flossed
-n_networks = 6  # networks per gain
-floss_steps = 500  # Adam steps of flossing
+gains = [0.5, 1.0, 2.0]  # starting gains g: stable, marginal, chaotic
+# per gain: the author's full gradient from every start (measured with task inputs, see "What we found": the
+# state-detached gradient converges worse from every gain, and neither converges for k = 16 from g = 2)
+gradients = ["full", "full", "full"]
+ks = [1, 16, 32]  # numbers of exponents flossed
+targets = [0.0, -0.5, -1.0]  # target exponents (the author's site: 0, -0.5, -1); figure 2 and panels (b)-(d): the first
+target_ks = [1]  # the ks flossed to every target (the others: to targets[0] only)
+n_networks = 10  # networks per gain (the author's site: 10 per target)
+floss_steps = 300  # Adam steps of flossing
 spectrum_k = 32  # exponents (and singular values) measured before and after
 spectrum_steps = 2000  # steps of the trajectories measuring the spectra
-horizon = 300  # longest t of the long-term Jacobian J_t ... J_1
+horizon = 300  # longest lag tau of the gradient profile and longest t of the long-term Jacobian
+sv_gains = [1.0]  # the gain figure 2 shows: its long-term Jacobian's singular values are measured (~3 s per network)
+sv_every = 15  # ... every this many steps
+tolerance = 0.05  # a network has reached the target when its flossed exponents (after flossing) are within this
 model = {}  # the author's tanh RNN with 80 units (its gain is replaced by each of gains)
-# the state-detached gradient (the full one does not converge from g = 2, see the README) on the autonomous
-# (zero-input) dynamics, 4 trajectories of 100 steps with 30 transient ones (the author's: full, task input, 1 x 55, 16)
-floss = {"gradient": "detached", "input": "zero", "batch": 4, "seq_len": 100, "n_transient": 30}
+floss = {}  # the author's flossing: task inputs ({0, 1} bits / S), 1 trajectory of 55 steps (16 transient), lr 1e-3
 
 # %%
-sweep = experiments.build(experiments.FlossingSweep, gains=gains, ks=ks, n_networks=n_networks,
-                          floss_steps=floss_steps, spectrum_k=spectrum_k, spectrum_steps=spectrum_steps,
-                          horizon=horizon, model=model, floss=floss, seed=seed)
+sweep = experiments.build(experiments.FlossingSweep, gains=gains, gradients=gradients, ks=ks, targets=targets,
+                          target_ks=target_ks, n_networks=n_networks, floss_steps=floss_steps,
+                          spectrum_k=spectrum_k, spectrum_steps=spectrum_steps, horizon=horizon, sv_gains=sv_gains,
+                          sv_every=sv_every, model=model, floss=floss, seed=seed)
 res = cached("flossing_sweep", {"sweep": sweep, "device": device},
              lambda: experiments.flossing_sweep(sweep, device=device, progress=not quick, cluster=cluster))
 gain_of = res["gains"]  # (E,): the starting gain of every network
-by_k = {key: dict(zip(ks, res[key])) for key in ["floss_exponents", "spectrum_after", "profile_after", "log_sv_after"]}
+mode_of = dict(zip(gains, sweep.gradients or [sweep.floss.gradient] * len(gains)))  # gain -> gradient mode
+run = {key: dict(zip(res["runs"], res[key])) for key in
+       ["floss_exponents", "spectrum_after", "profile_after", "log_sv_after", "failed"]}  # [key][(k, target)]
 
 # %%
-g_show = max(gains)  # the (chaotic) gain shown
+g_show = sv_gains[0]  # the gain shown (the one whose singular values were measured)
+t0 = targets[0]  # the target the ks were flossed to
 sel = gain_of == g_show
 t = res["sv_times"].numpy()
 k_big = max(ks)
@@ -72,14 +86,16 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
 ax = axes[0]
 for i, c in zip([0, k_big // 2, k_big - 1, n_sv - 1], plotting.colors(range(4), "plasma", hi=0.8).values()):
     plotting.median_band(ax, t, res["log_sv_before"][sel][:, :, i], color=c, label=f"i = {i + 1}, before")
-    plotting.median_band(ax, t, by_k["log_sv_after"][k_big][sel][:, :, i], color=c, linestyle="--", label="after")
-ax.set(xlabel="t (steps)", ylabel=r"$\log \sigma_i(J_t \cdots J_1)$", title=f"(a) singular values, k = {k_big} flossed")
+    after = run["log_sv_after"][(k_big, t0)][sel]  # (networks, times, spectrum_k)
+    plotting.median_band(ax, t, after[:, :, i], color=c, linestyle="--", label="after")
+ax.set(xlabel="t (steps)", ylabel=r"$\log \sigma_i(J_t \cdots J_1)$",
+       title=f"(a) singular values, k = {k_big} flossed to {t0}")
 ax.legend(fontsize=7, ncol=2)
 
 ax = axes[1]
 for k, c in plotting.colors(k_many, hi=0.8).items():
     plotting.median_band(ax, t, condition_number(res["log_sv_before"][sel], k), color=c, label=f"k = {k}, before")
-    plotting.median_band(ax, t, condition_number(by_k["log_sv_after"][k][sel], k), color=c, linestyle="--",
+    plotting.median_band(ax, t, condition_number(run["log_sv_after"][(k, t0)][sel], k), color=c, linestyle="--",
                          label=f"k = {k}, after flossing k")
     slope = float(condition_number(res["spectrum_before"][sel], k).median())  # lambda_1 - lambda_k
     ax.plot(t, slope * t, color=c, ls=":", lw=1.5, label=r"$(\lambda_1 - \lambda_k)\, t$")
@@ -87,7 +103,7 @@ ax.set(xlabel="t (steps)", ylabel=r"$\log \kappa_k = \log \sigma_1 / \sigma_k$",
        title=f"(b) condition number, g = {g_show}")
 ax.legend(fontsize=7)
 plotting.caption(fig, dict(N=sweep.model.n_hidden, g=g_show, networks=int(sel.sum()), floss_steps=floss_steps,
-                           gradient=sweep.floss.gradient, input=sweep.floss.input,
+                           gradient=mode_of[g_show], target=t0, input=sweep.floss.input,
                            bands="median and quartiles over networks"))
 plotting.save(fig, "fig2_condition_number");
 
@@ -95,7 +111,10 @@ plotting.save(fig, "fig2_condition_number");
 numbers = {}
 for k in k_many:
     numbers[f"log_kappa_T_before_k{k}"] = float(condition_number(res["log_sv_before"][sel], k)[:, -1].median())
-    numbers[f"log_kappa_T_after_k{k}"] = float(condition_number(by_k["log_sv_after"][k][sel], k)[:, -1].median())
+    numbers[f"log_kappa_T_after_k{k}"] = float(condition_number(run["log_sv_after"][(k, t0)][sel], k)[:, -1]
+                                                .median())
+    dev = (run["spectrum_after"][(k, t0)][sel][:, :k] - t0).abs().max(1).values  # (networks,)
+    numbers.update(stats.rate_numbers(f"converged_k{k}", dev <= tolerance))
     # (lambda_1 - lambda_k) t at the last t: the growth the exponents predict
     numbers[f"predicted_log_kappa_T_k{k}"] = float(condition_number(res["spectrum_before"][sel], k).median() * t[-1])
 plotting.record(numbers);
@@ -103,7 +122,12 @@ plotting.record(numbers);
 # %% [markdown]
 # ## What we found
 #
-# **Figure 2, reproduced.** For g = 2, log kappa_16 of the long-term Jacobian after t = 300 steps is 83.4 before
-# flossing, against (lambda_1 - lambda_16) t = 85.8 predicted from the exponents, and 8.0 after flossing 16 exponents.
+# **TEMPLATE: the verdict is filled from the full-scale run (`./run_all.sh fig1 fig2`), with the numbers of
+# `figures/02_fig2_condition_number_numbers.json`; nothing below is a result yet.**
 #
-# (The same verdict as the README's "What our figures show"; the counts are from the committed run.)
+# **Figure 2, [reproduced / not reproduced].** For g = 1 (full-gradient flossing), log kappa_16 of the long-term
+# Jacobian after t = [horizon] steps is [log_kappa_T_before_k16] before flossing, against (lambda_1 - lambda_16) t =
+# [predicted_log_kappa_T_k16] predicted from the exponents, and [log_kappa_T_after_k16] after flossing 16 exponents to
+# 0 ([converged_k16 as k/n (low-high)] networks with all 16 within [tolerance]); k = 32: [..].
+#
+# (The same verdict as the README's "What our figures show".)

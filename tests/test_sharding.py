@@ -38,9 +38,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWa
 N = 8  # hidden units of every network here
 SWEEPS = {  # tiny sweeps of several shards each
     "flossing": (flossing_sweep, build(
-        FlossingSweep, gains=[0.5, 2.0], ks=[1, 3], n_networks=2, floss_steps=3, model={"n_hidden": N},
-        floss={"seq_len": 12, "n_transient": 3, "gradient": "detached"}, spectrum_k=4, spectrum_steps=30, horizon=10,
-        sv_every=2, shard_size=3)),
+        FlossingSweep, gains=[0.5, 1.0, 2.0], gradients=["full", "detached", "full"], ks=[1, 3], targets=[0.0, -0.5],
+        target_ks=[1], n_networks=2, floss_steps=3, model={"n_hidden": N}, floss={"seq_len": 12, "n_transient": 3},
+        spectrum_k=4, spectrum_steps=30, horizon=10, sv_every=2, sv_gains=[1.0], shard_size=3)),  # modes mix in shards
     "delay": (delay_sweep, build(
         DelaySweep, delays=[2, 4], n_networks=3, model={"n_hidden": N}, train={"n_steps": 6, "record_every": 3},
         batch=4, seq_len=10, floss={"k": 3, "seq_len": 12, "n_transient": 3},

@@ -1,8 +1,9 @@
 """The computation behind each figure, one sweep per module: its config (a frozen dataclass of the package's configs,
 validated when built) and the function that runs it as shards of batched ensembles.
 
-    flossing_sweep      figures 1 and 2: exponents during flossing from several gains and several k, spectra,
-                        gradient-norm profiles and long-term-Jacobian singular values before and after.
+    flossing_sweep      figures 1 and 2: exponents during flossing from several gains, for several k and targets
+                        (a gradient mode per gain), spectra, gradient-norm profiles and long-term-Jacobian singular
+                        values before and after.
     delay_sweep         figures 3 and 4: training on delayed tasks over a grid of delays, for no flossing,
                         flossing before training, and flossing before and during training.
     gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the memory-gate bias initialization, with
