@@ -60,7 +60,7 @@ def key_numbers(fig, ns):
         return {f"{t}_{c}_successes": s["success"][c].sum(1).tolist()
                 for t, s in ns["summary"].items() for c in s["success"]}
     if fig == "05":
-        return {f"final_acc_C{C}": [round(float(a.median()), 3) for a in f] for C, f in ns["final"].items()}
+        return {f"final_acc_{name}": [round(float(a.median()), 3) for a in f] for name, f in ns["final"].items()}
     if fig == "06":
         return {f"{cell}_{t}_{c}_successes": s["success"][c].sum(1).tolist()
                 for cell, by_task in ns["summary"].items() for t, s in by_task.items() for c in s["success"]}

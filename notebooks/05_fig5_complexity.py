@@ -45,7 +45,7 @@ quick = False  # smoke-test mode (sizes come from quick_params.yaml)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
-levels = [1, 2, 3]  # h of the hierarchical temporal XOR (the author's task = -h): one curve each
+levels = [1, 2, 3]  # h of the hierarchical temporal XOR (task -h in the author's code): one curve each
 author_delay = 5  # a, the lag spacing: level h uses lags a, 2a, ..., 2^h a (5: lags up to 10, 20, 40)
 ks = [0, 5, 15, 40, 75]  # exponents flossed before training (0: none; 75 of 80: the author's k): the x axis
 n_networks = 9  # networks (seeds) per level and k, as in the author's figures
@@ -82,10 +82,11 @@ panels = [("hierarchical temporal XOR", [f"h{h}" for h in levels])]
 if channel_xor:
     panels.append((f"XOR across C channels, d = {channel_delay}", [f"cxor{C}" for C in channel_xor]))
 x = np.array(ks)
+shift = 0.15 * np.diff(np.sort(x)).min() if len(ks) > 1 else 0.15  # the levels' error bars side by side
 fig, axes = plt.subplots(1, 2 * len(panels), figsize=(6.5 * len(panels), 3.6), squeeze=False)
 for p, (title, names) in enumerate(panels):
     ax_acc, ax_ok = axes[0, 2 * p], axes[0, 2 * p + 1]
-    for (name, c), dx in zip(plotting.colors(names).items(), np.linspace(-0.6, 0.6, len(names))):
+    for (name, c), dx in zip(plotting.colors(names).items(), np.linspace(-shift, shift, len(names))):
         plotting.median_band(ax_acc, x, final[name], axis=1, color=c, label=label(name), marker="o")
         rates = [success_rate(ok) for ok in outcome[name]["success"]]
         r = np.array([q["rate"] for q in rates])
