@@ -22,12 +22,12 @@
 # settings without flossing (3 networks each) found h = 1 learned by 3 of 3 (final accuracy 1.00) and h = 2 by 0 of 3
 # (0.50). With `channel_xor` set, a second pair of panels shows the XOR across C input channels.
 #
-# **Runtime.** About 55 minutes of CPU time at the defaults: ~30 minutes with `./run_all.sh --cluster local` (two
-# single-threaded workers on 2 cores), roughly 40-45 minutes in one process on 2 threads. Estimated, not yet run
-# at full size: one thread's CPU time per network-step at the author's sizes, measured on a shared machine, is
-# 6.9 ms for a training step and 2.9, 4.3, 9.1, 21.8 ms for a flossing step at k = 5, 15, 40, 75 (ensembles of 15),
-# so 135 networks x 3001 steps (2800 s) plus 3 levels x 9 seeds x 500 flossing steps per k > 0 (510 s). To halve
-# it: `n_networks = 5`, or `train = {"n_steps": 1500}` as in figures 3-4.
+# **Runtime.** About 50 minutes of CPU time at the defaults: ~30 minutes with `./run_all.sh --cluster local` (two
+# single-threaded workers on 2 cores, 9 shards of 15 networks), roughly 40 minutes in one process on 2 threads.
+# Estimated, not yet run at full size: one thread's CPU time per network-step at the author's sizes, measured on a
+# shared machine (ensembles of 15), is 6.9 ms for a training step and 2.9, 4.3, 9.1, 21.8 ms for a flossing step at
+# k = 5, 15, 40, 75: 135 networks x 3001 training steps (2800 s) plus 9 seeds x 500 flossing steps per k > 0, done
+# once for all levels (170 s). To halve it: `n_networks = 5`, or `train = {"n_steps": 1500}` as in figures 3-4.
 
 # %%
 import matplotlib.pyplot as plt

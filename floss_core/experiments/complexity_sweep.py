@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 from ..cells import ModelConfig
 from ..checks import check_int
 from ..diagnostics import final_accuracy, running_mean, success
-from ..ensemble import concat_networks
 from ..flossing import FlossConfig, floss
 from ..tasks import InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
@@ -88,37 +89,50 @@ class ComplexitySweep:
             out[f"cxor{C}"] = TaskConfig(name="channel_xor", delay=self.channel_delay, n_channels=C, **common)
         return out
 
+    def groups(self) -> list:
+        """[(C, task names)]: the tasks whose networks share their initial weights and preflossing, those of C input
+        channels: every level (C = 1), then each cross-channel XOR on its own."""
+        return [(1, [f"h{h}" for h in self.levels])] + [(C, [f"cxor{C}"]) for C in self.channel_xor]
+
     def floss_config(self, k: int) -> FlossConfig:
         """The flossing config of k exponents, its inputs encoded like the tasks'."""
         return dataclasses.replace(self.floss, k=k, encoding=self.encoding)
 
 
-def _shard(s: ComplexitySweep, name: str, a: int, b: int, device, progress: bool) -> dict:
-    """Networks a..b-1 of task ``name``'s (k, seed) grid (network ``e = j * n_networks + seed`` for k = ks[j]):
-    preflossed with their k, then trained together."""
-    S = s.n_networks
-    task = s.tasks()[name]
-    C = task.n_channels
-    nets = [(s.ks[e // S], e % S) for e in range(a, b)]  # (k, seed) per network
-    members = []
-    for k in dict.fromkeys(k for k, _ in nets):  # the shard's ks in order, each with its seeds
-        keys = [f"C{C}/s{seed}" for kk, seed in nets if kk == k]  # the initial network: its inputs and seed
-        model = s.model.build(C, task.n_outputs, n_networks=len(keys), device=device,
-                              generator=network_generators(s.seed, "init", keys))
-        if k:
-            floss(model, s.pre_steps, config=s.floss_config(k), progress=progress,
-                  generator=network_generators(s.seed, "prefloss", keys))
-        members.append(model)
-    h = train(concat_networks(members), task, config=s.train, floss_config=s.floss_config(s.floss.k),
+def _shard(s: ComplexitySweep, C: int, names: list, a: int, b: int, device, progress: bool) -> dict:
+    """Networks a..b-1 of the (k, seed, task) grid of the tasks ``names`` with C inputs (network
+    ``e = (j * n_networks + seed) * len(names) + i`` for k = ks[j], task names[i]): each (k, seed) preflossed once
+    and copied to its tasks, then all trained together."""
+    S, L = s.n_networks, len(names)
+    tasks = s.tasks()
+    nets = [(s.ks[e // (S * L)], e // L % S, names[e % L]) for e in range(a, b)]  # (k, seed, task) per network
+    n_out = tasks[names[0]].n_outputs
+
+    def initial(seeds):  # the initial networks of these seeds: keyed by their inputs and seed
+        keys = [f"C{C}/s{seed}" for seed in seeds]
+        return s.model.build(C, n_out, n_networks=len(keys), device=device,
+                             generator=network_generators(s.seed, "init", keys)), keys
+
+    model, _ = initial([seed for _, seed, _ in nets])  # (b - a networks)
+    for k in dict.fromkeys(k for k, _, _ in nets if k):  # the shard's ks > 0 in order
+        rows = [e for e, net in enumerate(nets) if net[0] == k]
+        seeds = list(dict.fromkeys(nets[e][1] for e in rows))  # each seed flossed once for all its tasks
+        flossed, keys = initial(seeds)
+        floss(flossed, s.pre_steps, config=s.floss_config(k), progress=progress,
+              generator=network_generators(s.seed, "prefloss", keys))
+        which = [seeds.index(nets[e][1]) for e in rows]
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), flossed.parameters()):
+                p[rows] = q[which]
+    h = train(model, [tasks[name] for _, _, name in nets], config=s.train, floss_config=s.floss_config(s.floss.k),
               schedule=FlossSchedule.none(), progress=progress,
-              generator=network_generators(s.seed, "train", [f"{name}/s{seed}" for _, seed in nets]))
+              generator=network_generators(s.seed, "train", [f"{name}/s{seed}" for _, seed, name in nets]))
     return {"accuracy": h.accuracy, "failed": h.failed}
 
 
 def complexity_sweep(sweep: ComplexitySweep, *, device: str = "cpu", progress: bool = True, cluster=None) -> dict:
     """Run the sweep. For each task (``ComplexitySweep.tasks``: "h<h>" per level, "cxor<C>" per cross-channel XOR)
-    and each k, n_networks networks are preflossed with k exponents (none for k = 0) and trained; network
-    ``e = j * n_networks + s`` of a task is k = ks[j], seed s.
+    and each k, n_networks networks are preflossed with k exponents (none for k = 0) and trained.
 
     Randomness: every network draws from its own generators (``common.network_generators``): its initial weights
     ("init") and its preflossing ("prefloss") from the key "C<inputs>/s<seed>", its training batches ("train") from
@@ -126,31 +140,40 @@ def complexity_sweep(sweep: ComplexitySweep, *, device: str = "cpu", progress: b
     the same weights and floss on the same inputs at every level, and train on the same batches for every k, so
     that the curves differ by k and by the task alone.
 
-    Shards (``experiments.sharding``): each task's (k, seed) networks run as independent ensembles of at most
-    ``sweep.shard_size`` networks, each preflossing (per k) and training its own networks, here one after the other
-    or, with ``cluster`` (a Dask ``Client``, scheduler address or Cluster), as Dask tasks at once: the same numbers,
-    bit for bit.
+    Shards (``experiments.sharding``): the networks of a group of tasks (``ComplexitySweep.groups``: all levels,
+    then each cross-channel XOR), in the order (k, seed, task), run as independent ensembles of at most
+    ``sweep.shard_size`` networks; a shard flosses each of its (k, seed) once and trains it on every level, here one
+    shard after the other or, with ``cluster`` (a Dask ``Client``, scheduler address or Cluster), as Dask tasks at
+    once: the same numbers, bit for bit, whatever the shards.
 
     Returns {"tasks": [names], "levels", "channel_xor", "ks", "author_delay", "channel_delay", "accuracy":
     {task: (train_steps, len(ks), S)}, "failed": {task: (len(ks), S)}}.
     """
     s = sweep
     S, K = s.n_networks, len(s.ks)
-    names = list(s.tasks())
-    parts = ranges(K * S, s.shard_size)
     inner = progress and cluster is None  # the steps' progress bars in this process, the shards' on a cluster
     with open_executor(cluster, progress=progress) as ex:
-        shards = [(name, Shard("complexity_sweep", i * K * S + a, i * K * S + b, name))
-                  for i, name in enumerate(names) for a, b in parts]
-        jobs = [ex.submit(sh, _shard, s, name, a, b, device, inner)
-                for (name, sh), (a, b) in zip(shards, parts * len(names))]
-        done = ex.gather(jobs, [sh for _, sh in shards])
-    out = {"tasks": names, "levels": list(s.levels), "channel_xor": list(s.channel_xor), "ks": list(s.ks),
-           "author_delay": s.author_delay, "channel_delay": s.channel_delay, "accuracy": {}, "failed": {}}
-    for i, name in enumerate(names):
-        h = join(done[i * len(parts):(i + 1) * len(parts)], {"accuracy": 1})
-        out["accuracy"][name] = h["accuracy"].reshape(-1, K, S)
-        out["failed"][name] = h["failed"].reshape(K, S)
+        jobs, shards, first = [], [], 0
+        for C, names in s.groups():
+            n = K * S * len(names)
+            for a, b in ranges(n, s.shard_size):
+                shards.append(Shard("complexity_sweep", first + a, first + b, ", ".join(names)))
+                jobs.append(ex.submit(shards[-1], _shard, s, C, names, a, b, device, inner))
+            first += n
+        done = ex.gather(jobs, shards)
+    out = {"tasks": list(s.tasks()), "levels": list(s.levels), "channel_xor": list(s.channel_xor),
+           "ks": list(s.ks), "author_delay": s.author_delay, "channel_delay": s.channel_delay, "accuracy": {},
+           "failed": {}}
+    i = 0
+    for C, names in s.groups():
+        parts = len(ranges(K * S * len(names), s.shard_size))
+        h = join(done[i:i + parts], {"accuracy": 1})
+        i += parts
+        acc = h["accuracy"].reshape(-1, K, S, len(names))  # (steps, K, S, tasks)
+        failed = h["failed"].reshape(K, S, len(names))
+        for j, name in enumerate(names):
+            out["accuracy"][name] = acc[..., j].contiguous()
+            out["failed"][name] = failed[..., j].contiguous()
     return out
 
 
