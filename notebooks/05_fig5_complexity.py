@@ -84,11 +84,11 @@ panels = [("hierarchical temporal XOR", [f"h{h}" for h in levels])]
 if channel_xor:
     panels.append((f"XOR across C channels, d = {channel_delay}", [f"cxor{C}" for C in channel_xor]))
 x = np.array(ks)
-shift = 0.15 * np.diff(np.sort(x)).min() if len(ks) > 1 else 0.15  # the levels' error bars side by side
+step = 0.1 * np.diff(np.sort(x)).min() if len(ks) > 1 else 0.1  # the curves' error bars side by side
 fig, axes = plt.subplots(1, 2 * len(panels), figsize=(6.5 * len(panels), 3.6), squeeze=False)
 for p, (title, names) in enumerate(panels):
     ax_acc, ax_ok = axes[0, 2 * p], axes[0, 2 * p + 1]
-    for (name, c), dx in zip(plotting.colors(names).items(), np.linspace(-shift, shift, len(names))):
+    for (name, c), dx in zip(plotting.colors(names).items(), (np.arange(len(names)) - (len(names) - 1) / 2) * step):
         plotting.median_band(ax_acc, x, final[name], axis=1, color=c, label=label(name), marker="o")
         rates = [success_rate(ok) for ok in outcome[name]["success"]]
         r = np.array([q["rate"] for q in rates])
