@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from floss_core import experiments  # noqa: E402
-from floss_core.repro.cache import _plain  # noqa: E402 - what `cached` returns: the result on the CPU, as plain data
+from floss_core.repro.cache import _dataclass_as_dict, _plain  # noqa: E402 - what `cached` returns, as plain data
 
 NOTEBOOKS = {"01": "01_fig1_flossing", "03": "03_fig3_preflossing", "05": "05_fig5_complexity",
              "06": "06_fig6_architectures"}
@@ -61,7 +61,7 @@ def key_numbers(fig, ns):
         return {f"{t}_{c}_successes": s["success"][c].sum(1).tolist()
                 for t, s in ns["summary"].items() for c in s["success"]}
     if fig == "05":
-        return {f"final_acc_C{C}": [round(float(a.median()), 3) for a in f] for C, f in ns["final"].items()}
+        return {f"final_acc_{name}": [round(float(a.median()), 3) for a in f] for name, f in ns["final"].items()}
     if fig == "06":
         return {f"{cell}_{t}_{c}_successes": s["success"][c].sum(1).tolist()
                 for cell, by_task in ns["summary"].items() for t, s in by_task.items() for c in s["success"]}
@@ -92,8 +92,8 @@ def main():
     def log(**line):
         line = {**line, **common}
         with open(args.out, "a") as f:
-            f.write(json.dumps(line) + "\n")
-        print("[gpu_figures]", json.dumps(line), flush=True)
+            f.write(json.dumps(line, default=_dataclass_as_dict) + "\n")  # a sweep config: its fields
+        print("[gpu_figures]", json.dumps(line, default=_dataclass_as_dict), flush=True)
 
     # Warm up the device (context, cuBLAS, cuSOLVER) so that the first figure is not charged for it.
     t0 = time.perf_counter()

@@ -46,8 +46,8 @@ SWEEPS = {  # tiny sweeps of several shards each
         batch=4, seq_len=10, floss={"k": 3, "seq_len": 12, "n_transient": 3},
         schedule={"pre_steps": 2, "every": 2, "episode_steps": 2, "max_episodes": 1}, shard_size=2)),
     "complexity": (complexity_sweep, build(
-        ComplexitySweep, channels=[1, 2], ks=[0, 1, 3], delay=2, n_networks=2, model={"n_hidden": N},
-        train={"n_steps": 4}, batch=4, seq_len=10, schedule={"pre_steps": 2}, shard_size=4)),
+        ComplexitySweep, levels=[1, 2], author_delay=2, channel_xor=[2], channel_delay=2, ks=[0, 1, 3], n_networks=2,
+        model={"n_hidden": N}, train={"n_steps": 4}, batch=4, seq_len=10, pre_steps=2, shard_size=4)),
 }
 
 

@@ -8,7 +8,8 @@ validated when built) and the function that runs it as shards of batched ensembl
                         flossing before training, and flossing before and during training.
     gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the memory-gate bias initialization, with
                         gate statistics before and after preflossing.
-    complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for tasks of several dimensions.
+    complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for the hierarchical temporal
+                        XOR of increasing level (and, optionally, the XOR across C channels).
     summary             success, steps to criterion and final accuracy of a delay sweep.
     sharding            how a sweep runs as shards of networks, in this process or on a Dask cluster (``cluster=``),
                         with the same numbers (``sharding.ShardError`` names a failed shard); every network draws from
@@ -18,12 +19,12 @@ validated when built) and the function that runs it as shards of batched ensembl
 """
 from ..diagnostics import final_accuracy, running_mean
 from .common import build
-from .complexity_sweep import ComplexitySweep, complexity_sweep
+from .complexity_sweep import ComplexitySweep, complexity_outcome, complexity_sweep
 from .delay_sweep import CONDITIONS, DelaySweep, delay_sweep
 from .flossing_sweep import FlossingSweep, flossing_sweep
 from .gated_sweep import GatedSweep, gated_sweep, summarize_gated_sweep
 from .summary import summarize_delay_sweep
 
 __all__ = ["build", "FlossingSweep", "flossing_sweep", "DelaySweep", "delay_sweep", "CONDITIONS", "ComplexitySweep",
-           "complexity_sweep", "summarize_delay_sweep", "GatedSweep", "gated_sweep", "summarize_gated_sweep",
-           "final_accuracy", "running_mean"]
+           "complexity_sweep", "complexity_outcome", "summarize_delay_sweep", "GatedSweep", "gated_sweep",
+           "summarize_gated_sweep", "final_accuracy", "running_mean"]
