@@ -385,3 +385,46 @@ def test_lyapunov_spectrum_dispatches_to_the_fast_engine():
     torch.testing.assert_close(fast, ref, atol=1e-10, rtol=0)
     with pytest.raises(ValueError, match="method"):
         lyapunov_spectrum(m, None, 4, n_steps=60, method="magic")
+
+
+# -- the default call: the fast engine with t_ons="auto" -----------------------------------------------------------
+
+@pytest.mark.parametrize("gain", [0.5, 1.0, 2.0, 3.0])
+def test_default_call_skips_qrs_and_equals_the_t_ons_1_reference(gain):
+    """``lyapunov_spectrum(model, x, k)`` with nothing else chosen: fewer QRs than steps where the conditioning
+    allows, and the t_ons = 1 reference's exponents and gradients up to roundoff (float64)."""
+    from floss_core.spectrum import DEFAULT_T_ONS
+    assert DEFAULT_T_ONS == "auto"
+    m, x, h0, Q0 = setup(30, 12, 120, gain=gain, E=3, B=1, seed=7)
+    assert_matches_reference(m, x, 12, h0, Q0, lam_tol=1e-9, grad_rtol=1e-7)  # t_ons not given: the default
+    info = {}
+    with torch.no_grad():
+        _lyapunov_spectrum(m, x, 12, h0=h0, Q0=Q0, info=info)
+    assert info["n_qr"] < 120 - 120 // 4
+
+
+@pytest.mark.parametrize("gain", [0.5, 2.0])
+def test_default_call_in_float32_is_as_close_to_the_reference_as_a_qr_every_step(gain):
+    """float32: the default's distance from the float32 reference is about that of the fast engine with a QR every
+    step, and far below the reference's own float32-vs-float64 difference."""
+    m64, x, h0, Q0 = setup(30, 12, 120, gain=gain, E=3, B=1, seed=8)
+    m32 = copy.deepcopy(m64).float()
+    args = (x.float(), 12, h0.float(), Q0.float())
+    exact, g_exact = spectrum_and_grads(lyapunov_spectrum, m64, x, 12, h0, Q0)
+    ref, g_ref = spectrum_and_grads(lyapunov_spectrum, m32, *args)
+    auto, g_auto = spectrum_and_grads(_lyapunov_spectrum, m32, *args)
+    every, g_every = spectrum_and_grads(fast_lyapunov_spectrum, m32, *args, t_ons=1)
+    d_auto, d_every = (auto - ref).abs().max().item(), (every - ref).abs().max().item()
+    assert d_auto <= 10 * d_every + 1e-5 and d_auto <= 0.1 * (ref.double() - exact).abs().max().item() + 1e-5
+    for a, e, b in zip(g_auto, g_every, g_ref):
+        assert rel(a, b) <= 10 * rel(e, b) + 1e-3
+
+
+def test_householder_with_the_default_t_ons_does_a_qr_every_step():
+    m, x, h0, Q0 = setup(10, 4, 30, gain=2.0)
+    info = {}
+    with torch.no_grad():
+        lam = _lyapunov_spectrum(m, x, 4, h0=h0, Q0=Q0, orth="householder", info=info)
+        ref = lyapunov_spectrum(m, x, 4, h0=h0, Q0=Q0)
+    assert info["n_qr"] == 30
+    torch.testing.assert_close(lam, ref, atol=1e-12, rtol=0)
