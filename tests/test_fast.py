@@ -94,19 +94,21 @@ def test_integer_t_ons_follows_the_reference_schedule():
 
 
 @pytest.mark.parametrize("gradient", ["full", "detached"])
-def test_gradients_with_respect_to_start_and_inputs(gradient):
+@pytest.mark.parametrize("t_ons", [1, "auto"])
+def test_gradients_with_respect_to_start_and_inputs(gradient, t_ons):
     m, x, h0, Q0 = setup(8, 4, 30, gain=1.5)
     out = {}
-    for name, fn in (("ref", lyapunov_spectrum), ("fast", fast_lyapunov_spectrum)):
+    for name, fn in (("ref", lyapunov_spectrum), ("fast", functools.partial(fast_lyapunov_spectrum, t_ons=t_ons))):
         xr, hr = x.clone().requires_grad_(), h0.clone().requires_grad_()
         lam = fn(m, xr, 4, h0=hr, Q0=Q0, gradient=gradient, reduce="none")
         out[name] = lam, torch.autograd.grad(lam.square().sum(), [m.W, m.U, m.b, xr, hr], allow_unused=True)
-    torch.testing.assert_close(out["fast"][0], out["ref"][0], atol=1e-12, rtol=0)
+    atol, rtol = (1e-12, 1e-9) if t_ons == 1 else (1e-10, 1e-7)  # "auto": the roundoff of windows without QR
+    torch.testing.assert_close(out["fast"][0], out["ref"][0], atol=atol, rtol=0)
     for a, b in zip(out["fast"][1], out["ref"][1]):
         if b is None:  # detached: the exponents see U, b, the inputs and h0 only through the (detached) state
             assert a is None
         else:
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+            torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
 
 
 def test_gradient_matches_finite_differences():
@@ -266,20 +268,24 @@ def test_same_random_draws_as_the_reference():
     m = TanhRNN(1, 15, 1, gain=2.0, n_networks=2, generator=gen(29), dtype=F64)
     with torch.no_grad():
         a = lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), reduce="none")
-        b = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), reduce="none")
-        c = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30))
+        b = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), reduce="none", t_ons=1)
+        c = fast_lyapunov_spectrum(m, None, 3, n_steps=50, batch=2, generator=gen(30), t_ons=1)
     assert b.shape == (2, 2, 3) and c.shape == (2, 3)
     torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
     torch.testing.assert_close(c, a.mean(1), atol=1e-12, rtol=0)
 
 
-def test_sub_batches_of_networks_give_the_same_numbers():
+@pytest.mark.parametrize("t_ons", [1, "auto"])
+def test_sub_batches_of_networks_give_the_same_numbers(t_ons):
+    """The same numbers to roundoff; with an integer t_ons to the last digits, with "auto" (whose windows the
+    networks of a sub-batch share) to ~1e-10."""
     m, x, h0, Q0 = setup(12, 5, 50, gain=2.0, E=5, B=2)
-    a, ga = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=5)
-    b, gb = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2)
-    torch.testing.assert_close(b, a, atol=1e-13, rtol=0)
+    a, ga = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=5, t_ons=t_ons)
+    b, gb = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2, t_ons=t_ons)
+    atol, rtol = (1e-13, 1e-10) if t_ons == 1 else (1e-9, 1e-7)
+    torch.testing.assert_close(b, a, atol=atol, rtol=0)
     for u, v in zip(gb, ga):
-        torch.testing.assert_close(u, v, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(u, v, atol=10 * atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("t_ons", [1, "auto"])
