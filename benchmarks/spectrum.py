@@ -1,25 +1,28 @@
 """Per-network cost of a differentiable Lyapunov spectrum (forward + backward of mean(lambda^2)), several ways.
 
     python benchmarks/spectrum.py [--device cpu|cuda] [--dtype float64,float32] [--gain 1,2] [--repeats 5]
-                                  [--threads T] [--quick]
+                                  [--sizes 80,75,300,32/64,16,512,64] [--threads T] [--quick]
 
-For (N, k, T) = (80, 75, 300) with E = 32 networks and (64, 16, 512) with E = 64, zero input, a quarter transient:
+For (N, k, T) = (80, 75, 300) with E = 32 networks (the author's sizes) and (64, 16, 512) with E = 64, zero input, a
+quarter transient:
 
   straight   a straightforward single-network loop: dense Jacobian ``W * (1 - tanh(h)^2)``, ``torch.linalg.qr`` every
              step, autograd (one network at a time; the per-network time of one network), on all threads and on
              one thread ("straight, 1 thread"): the faster of the two is the baseline of every speed-up;
   reference  ``lyapunov_spectrum(..., method="reference")`` on the E networks batched (autograd through every step);
-  fast       ``floss_core.spectrum.fast_lyapunov_spectrum`` with t_ons = 1 (a QR every step, like the others);
-  fast auto  the same with t_ons = "auto" (QRs only where the basis' conditioning requires them; the same
-             exponents as a QR every step, up to roundoff); also on one thread ("fast auto, 1 thread").
+  default    ``lyapunov_spectrum(model, None, k, ...)`` with nothing else chosen: the fast engine with t_ons = "auto"
+             (QRs only where the basis' conditioning requires them; the same exponents as a QR every step, up to
+             roundoff); also on one thread ("default, 1 thread");
+  t_ons=1    the fast engine with a QR every step, like the others (``lyapunov_spectrum(..., t_ons=1)``).
 
 On the CPU the fast engine runs its sub-batches of networks on all threads at once (``workers``), one thread each.
 Prints wall time per network (min / median / max over the repeats) and, because the machine may be shared, CPU time
 of this process per network (median); the speed-up of each over the baseline (ratio of medians, and the ratio of
-the worst time to the best baseline time); the achieved GFLOP/s of the fast engine (its useful matmul and
-factorization flops over its time) against a large matmul measured in the same run (on all threads); and the
-accuracy of the fast engine against the reference on the same trajectories (max |lambda difference|, relative
-gradient difference).
+the worst time to the best baseline time), and over the reference and over t_ons=1; the achieved GFLOP/s of the
+fast engine (its useful matmul and factorization flops over its time) against a large matmul measured in the same run
+(on all threads); and the accuracy of the fast engine against the reference on the same trajectories (max |lambda
+difference|, relative gradient difference). Run it in a fresh process: the ratios come from one run, the methods
+interleaved repeat by repeat.
 """
 import argparse
 import math
@@ -94,8 +97,8 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
 
     info = {}
     threads = torch.get_num_threads()
-    one = {"straight, 1 thread": 1, "fast auto, 1 thread": 1}  # methods also timed on a single thread
-    names = ["straight, 1 thread", "straight", "reference", "fast", "fast auto", "fast auto, 1 thread"]
+    one = {"straight, 1 thread": 1, "default, 1 thread": 1}  # methods also timed on a single thread
+    names = ["straight, 1 thread", "straight", "reference", "t_ons=1", "default", "default, 1 thread"]
     if threads == 1 or device.type != "cpu":
         names = [n for n in names if n not in one]
     runs = {name: [] for name in names}
@@ -107,9 +110,10 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
                 fn, per = run_single(rep % E), 1
             elif name == "reference":
                 fn, per = run_batched(lyapunov_spectrum, method="reference"), E
-            else:
-                extra = dict(info=info) if name == "fast auto" else {}
-                fn, per = run_batched(fast_lyapunov_spectrum, t_ons=1 if name == "fast" else "auto", **extra), E
+            elif name == "t_ons=1":
+                fn, per = run_batched(lyapunov_spectrum, t_ons=1), E
+            else:  # the default call: nothing but the sizes and the start chosen
+                fn, per = run_batched(lyapunov_spectrum, **(dict(info=info) if name == "default" else {})), E
             torch.set_num_threads(one.get(name, threads))
             w, c = timed(fn, device)
             torch.set_num_threads(threads)
@@ -122,8 +126,8 @@ def bench(N, k, T, E, gain, dtype, device, repeats, single_repeats):
     ref = lyapunov_spectrum(model, None, k, check=False, method="reference", **kw)
     g_ref = per_network(torch.autograd.grad((ref ** 2).mean(), params))
     acc = {}
-    for name, t_ons in (("fast", 1), ("fast auto", "auto")):
-        lam = fast_lyapunov_spectrum(model, None, k, t_ons=t_ons, check=False, **kw)
+    for name, t_ons in (("t_ons=1", 1), ("default", "auto")):
+        lam = lyapunov_spectrum(model, None, k, t_ons=t_ons, check=False, **kw)
         g = per_network(torch.autograd.grad((lam ** 2).mean(), params))
         finite = torch.isfinite(g_ref).all(1) & torch.isfinite(ref).flatten(1).all(1)
         rel = ((g - g_ref).norm(dim=1) / g_ref.norm(dim=1))[finite]
@@ -176,8 +180,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--single-repeats", type=int, default=3, help="repeats of the (slow) single-network loop")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                    help="threads (default: torch's default, all cores); the straight loop and 'fast auto' are also "
-                         "timed on one thread")
+                    help="threads (default: torch's default, all cores); the straight loop and the default call "
+                         "are also timed on one thread")
+    ap.add_argument("--sizes", default="/".join(",".join(map(str, c)) for c in CONFIGS),
+                    help="N,k,T,E of each configuration, separated by / (default: the two above)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats (a smoke test)")
     ap.add_argument("--check", action="store_true", help="only compare fast with the reference on this device")
     args = ap.parse_args()
@@ -185,7 +191,7 @@ def main():
     device = torch.device(args.device)
     if args.check:
         return check(device, [getattr(torch, d) for d in args.dtype.split(",")])
-    configs = QUICK if args.quick else CONFIGS
+    configs = QUICK if args.quick else [tuple(int(v) for v in c.split(",")) for c in args.sizes.split("/")]
     repeats = 2 if args.quick else args.repeats
     single = min(repeats, 2 if args.quick else args.single_repeats)
     print(f"device {device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; times per network in ms: "
@@ -196,8 +202,9 @@ def main():
         peak = matmul_gflops(dtype, device, n=4096 if device.type == "cuda" else 1024)
         print(f"\n## {dname}: large matmul {peak:.0f} GFLOP/s")
         print("| N, k, T, E | g | method | wall min / med / max | CPU med | speed-up (worst) | vs reference | "
-              "GFLOP/s | max abs d lambda | rel d grad |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "vs t_ons=1 | GFLOP/s | max abs d lambda | rel d grad |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        summary = []
         for N, k, T, E in configs:
             for gain in (float(g) for g in args.gain.split(",")):
                 runs, acc, n_qr = bench(N, k, T, E, gain, dtype, device, repeats, single)
@@ -207,19 +214,27 @@ def main():
                 s_wall = [w for w, _ in runs[base]]
                 s_med, s_min = statistics.median(s_wall), min(s_wall)
                 r_med = statistics.median(w for w, _ in runs["reference"])
+                t1_med = statistics.median(w for w, _ in runs["t_ons=1"])
                 for name, r in runs.items():
                     wall = [w for w, _ in r]
                     cpu = statistics.median(c for _, c in r)
                     med = statistics.median(wall)
                     speed = f"{s_med / med:.1f}x ({s_min / max(wall):.1f}x)"
                     gf, acc_s = "", " | "
-                    if name.startswith("fast"):
-                        gf = f"{fast_flops(N, k, T, T if name == 'fast' else n_qr) / med / 1e9:.1f}"
+                    if name in ("t_ons=1", "default", "default, 1 thread"):
+                        gf = f"{fast_flops(N, k, T, T if name == 't_ons=1' else n_qr) / med / 1e9:.1f}"
                         d_lam, d_grad, n_bad = acc[name.split(",")[0]]
                         acc_s = f"{d_lam:.1e} | {d_grad:.1e}" + (f" ({n_bad} of {E} overflow)" if n_bad else "")
                     print(f"| {N}, {k}, {T}, {E} | {gain:g} | {name} | {1e3 * min(wall):.2f} / {1e3 * med:.2f} / "
-                          f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {r_med / med:.1f}x | {gf} | {acc_s} |")
-                print(f"|  |  | (baseline: {base}; fast auto: {n_qr:g} QRs in {T} steps) |  |  |  |  |  |  |  |")
+                          f"{1e3 * max(wall):.2f} | {1e3 * cpu:.2f} | {speed} | {r_med / med:.1f}x | "
+                          f"{t1_med / med:.2f}x | {gf} | {acc_s} |")
+                print(f"|  |  | (baseline: {base}; default: {n_qr:g} QRs in {T} steps) |  |  |  |  |  |  |  |  |")
+                d_med = statistics.median(w for w, _ in runs["default"])
+                summary.append(f"{N}, {k}, {T}, {E}, g = {gain:g}: default {s_med / d_med:.1f}x the straight loop "
+                               f"(t_ons=1 {s_med / t1_med:.1f}x, reference {s_med / r_med:.1f}x); default / t_ons=1 "
+                               f"{t1_med / d_med:.2f}x")
+        print(f"\nSummary ({dname}; the straight loop on its faster thread count):")
+        print("\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -160,7 +160,9 @@ def test_spectrum_with_a_list_of_generators_equals_each_network_alone(method):
         for e in range(3):
             one = TanhRNN(1, 6, 1, gain=1.5, generator=gen(30 + e), dtype=F64)
             alone = lyapunov_spectrum(one, None, 3, n_steps=60, batch=2, generator=gen(40 + e), method=method)
-            torch.testing.assert_close(lam[e:e + 1], alone, atol=1e-12, rtol=0)
+            # the fast engine's default t_ons="auto" shares its QR windows among the networks of a sub-batch, so
+            # alone and in an ensemble differ in the last digits (~1e-11)
+            torch.testing.assert_close(lam[e:e + 1], alone, atol=1e-12 if method == "reference" else 1e-10, rtol=0)
     profile = gradient_norm_profile(ens, None, n_steps=10, generator=[gen(50 + e) for e in range(3)])
     alone = gradient_norm_profile(TanhRNN(1, 6, 1, gain=1.5, generator=gen(31), dtype=F64), None, n_steps=10,
                                   generator=gen(51))

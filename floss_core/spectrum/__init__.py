@@ -22,7 +22,7 @@ Two gradient modes:
     "detached"  the state trajectory is computed without gradient; the gradient flows only through the Jacobians'
                 explicit parameter dependence and the tangent recursion. Bounded in chaotic nets, but biased.
 """
-from .api import DEFAULT_METHOD, METHODS, fast_lyapunov_spectrum, lyapunov_spectrum
+from .api import DEFAULT_METHOD, DEFAULT_T_ONS, METHODS, fast_lyapunov_spectrum, lyapunov_spectrum
 from .fast import supports_fast
 from .inputs import GRADIENT_MODES, check_finite_parameters, prepare_inputs
 from .qr import cholesky_qr, qr_log_diag_backward
@@ -31,4 +31,4 @@ from .tangent import jvp_tangent_step, tangent_step
 
 __all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "tangent_step", "jvp_tangent_step", "supports_fast",
            "check_finite_parameters", "prepare_inputs", "cholesky_qr", "qr_log_diag_backward", "clear_workspace",
-           "DEFAULT_METHOD", "METHODS", "GRADIENT_MODES"]
+           "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS", "GRADIENT_MODES"]

@@ -11,14 +11,15 @@ from .fast import ORTH_METHODS, fast_spectrum, supports_fast
 from .inputs import setup_spectrum
 from .reference import reference_spectrum
 
-__all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "DEFAULT_METHOD", "METHODS"]
+__all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS"]
 
 METHODS = ("fast", "reference")
 DEFAULT_METHOD = "fast"  # the engine of lyapunov_spectrum and of flossing (FlossConfig.method)
+DEFAULT_T_ONS = "auto"  # lyapunov_spectrum's QR schedule: the t_ons = 1 exponents up to roundoff, fewer QRs
 
 
 def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: int | None = None, batch: int = 1,
-                      t_ons: int | str = 1, n_transient: int | None = None, h0: torch.Tensor | None = None,
+                      t_ons: int | str = DEFAULT_T_ONS, n_transient: int | None = None, h0: torch.Tensor | None = None,
                       Q0: torch.Tensor | None = None, generator=None, gradient: str = "full", reduce: str = "mean",
                       check: bool = True, method: str = DEFAULT_METHOD, orth: str = "cholesky",
                       tol: float | None = None, max_window: int = 64, group: int | None = None,
@@ -33,10 +34,14 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
 
     Other arguments (keyword-only):
         n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network.
-        t_ons: re-orthonormalize (QR) every t_ons steps, or "auto". 1 is exact; larger is cheaper, and a window
-            whose basis would collapse ((lambda_1 - lambda_k) * t_ons too large for the precision) is redone with a
-            QR every step, so every t_ons gives the t_ons = 1 exponents up to roundoff. "auto" (fast engine) chooses
-            the windows from the measured stretching; the reference engine then does a QR every step.
+        t_ons: "auto" (default) or re-orthonormalize (QR) every t_ons steps. 1 is the definition; larger is
+            cheaper, and a window whose basis would collapse ((lambda_1 - lambda_k) * t_ons too large for the
+            precision) is redone with a QR every step, so every t_ons gives the t_ons = 1 exponents up to roundoff.
+            "auto" (fast engine, orth="cholesky") chooses each window from the measured stretching, aiming its basis'
+            condition number at ~1e5 in float64 (~1e2 in float32): measured at (N, k, T) = (80, 75, 300), g = 0.5-3,
+            it gives the t_ons = 1 reference's exponents to ~1e-10 and gradients to ~1e-8 (relative) in float64,
+            while the reference's own float32 and float64 results differ by ~0.3 and ~100% (benchmarks/README.md).
+            The reference engine, and orth="householder", do a QR every step for "auto".
         n_transient: steps at the start that align the basis and the state but are not averaged (default T // 4).
             The exponents average over the remaining T - n_transient steps, which must be at least 1.
         h0: initial state (E, B, S). Default: a random start ``model.initial_state`` drawn from ``generator``
@@ -57,14 +62,15 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
 
     Options of the fast engine (ignored by the reference):
         orth: "cholesky" (default: guarded Cholesky QR, Householder where the guard fails) or "householder"
-            (torch.linalg.qr at every scheduled QR; not with t_ons="auto").
+            (torch.linalg.qr at every scheduled QR; t_ons="auto" then means a QR every step).
         tol: accepted orthogonality error of a Cholesky QR factor (default 1e-7 in float64, 1e-3 in float32).
         max_window: longest window for t_ons="auto".
         group: networks per sub-batch (default: all on GPU; on CPU balanced sub-batches whose per-step data stay near
             8 MiB, their number a multiple of ``workers``).
         workers: CPU threads that run sub-batches at once, each with one intra-op thread (default: torch's thread
-            count, fewer where the sub-batches would be too small to gain; on GPU 1). With fixed sub-batches the result
-            does not depend on it; with t_ons="auto" the roundoff does (~1e-12 in float64).
+            count, fewer where the sub-batches would be too small to gain; on GPU 1). With fixed sub-batches (``group``)
+            the result does not depend on it. With t_ons="auto" the networks of a sub-batch share their windows, so
+            the default sub-batches (hence the thread count) move the last digits (~1e-11 in float64).
         info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks).
 
     Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
@@ -75,8 +81,8 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     if t_ons != "auto":
         check_int("t_ons (or 'auto')", t_ons, 1)
     check_choice("orth", orth, ORTH_METHODS)
-    if t_ons == "auto" and orth == "householder" and method == "fast":
-        raise ValueError("t_ons='auto' needs orth='cholesky' (its guard detects ill-conditioned windows)")
+    if t_ons == "auto" and orth == "householder":  # "auto" needs the Cholesky guard to detect ill-conditioned windows
+        t_ons = 1
     check_number("tol", tol, 0, none=True)
     check_int("max_window", max_window, 1)
     check_int("group", group, 1, none=True)

@@ -93,10 +93,14 @@ def cholesky_qr_rows(YT: torch.Tensor, tol: float, probe: torch.Tensor):
         # a second pass where the first lost some orthogonality but not the flag: CholeskyQR2 is as accurate as
         # Householder while u kappa^2 << 1; beyond that (err >= 1e-2) only Householder (or a shorter window) is
         again = ((info == 0) & ~(err <= tol) & (err <= _PASS2_MAX_ERROR)).nonzero().flatten()
-        if again.numel():
+        if again.numel() == QT.shape[0]:  # all of them (the usual case of t_ons="auto"): no gather and scatter
+            QT, L2, info2 = _cholesky_pass(QT)
+            L = L @ L2  # R = R2 R1, so L = L1 L2
+            ok = (info2 == 0) & (_orth_error(QT, probe) <= tol)
+        elif again.numel():
             QT2, L2, info2 = _cholesky_pass(QT[again])
             QT = QT.index_copy(0, again, QT2)
-            L = L.index_copy(0, again, L[again] @ L2)  # R = R2 R1, so L = L1 L2
+            L = L.index_copy(0, again, L[again] @ L2)
             ok = ok.index_copy(0, again, (info2 == 0) & (_orth_error(QT2, probe) <= tol))
     return QT, L, ok
 
