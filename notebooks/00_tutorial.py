@@ -252,4 +252,5 @@ plotting.record({
 # At the defaults above (the committed run, `figures/00_tutorial_numbers.json`, 8 networks, medians): the chaotic
 # networks start with $\lambda_1 = 0.117$ per step and end at $0.014$ after 400 flossing steps; the log gradient norm
 # grows by 0.144 per step of lag before flossing and by 0.023 after; on delayed copy with d = 10 the final accuracy
-# is 0.954 plain and 1.000 preflossed. Quick mode runs far too few steps for these numbers to mean anything.
+# is 0.919 plain and 0.998 preflossed (132 s on 2 cores). Quick mode runs far too few steps for these numbers to mean
+# anything.
