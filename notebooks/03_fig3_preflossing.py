@@ -122,5 +122,6 @@ print("\n".join(differences));
 # **Not committed.** That run's figure and numbers file were lost with the machine before they were committed: the
 # committed `figures/fig3_preflossing.png` and `03_fig3_preflossing_numbers.json` are still the earlier half-budget
 # run (+-1 inputs, 1500 steps, T = 150, 5 networks: copy plain 5, 2, 0, 0, 0, 0, preflossed 5, 5, 4, 0, 0, 0). The
-# code has not changed since in what this notebook computes (the sweep is seeded per network, so a rerun gives the
-# same counts); `./run_all.sh 03 04` regenerates both figures (about 2 h on a quiet 2-core CPU).
+# code this notebook runs has changed since only where results agree to roundoff (a second Cholesky-QR pass for
+# a whole batch at once; the recorded exponents' QR schedule), so a rerun should give these counts.
+# `./run_all.sh 03 04` regenerates both figures (about 70 min on a quiet 2-core CPU, estimated from unit costs).
