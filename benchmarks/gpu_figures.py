@@ -40,12 +40,15 @@ NOTEBOOKS = {"01": "01_fig1_flossing", "03": "03_fig3_preflossing", "05": "05_fi
 
 
 def notebook_cells(stem):
-    """(source of the `parameters` cell, source of the code cell after it) of notebooks/<stem>.ipynb."""
+    """(source of the `parameters` cell with, before it, the import statements of the code cells above it, source
+    of the code cell after it) of notebooks/<stem>.ipynb."""
     cells = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
     src = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
     i = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     j = next(j for j in range(i + 1, len(cells)) if cells[j]["cell_type"] == "code")
-    return src[i], src[j]
+    imports = [line for c, text in zip(cells[:i], src[:i]) if c["cell_type"] == "code"
+               for line in text.splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join(imports + [src[i]]), src[j]
 
 
 def key_numbers(fig, ns):
@@ -63,8 +66,8 @@ def key_numbers(fig, ns):
     if fig == "05":
         return {f"final_acc_{name}": [round(float(a.median()), 3) for a in f] for name, f in ns["final"].items()}
     if fig == "06":
-        return {f"{cell}_{t}_{c}_successes": s["success"][c].sum(1).tolist()
-                for cell, by_task in ns["summary"].items() for t, s in by_task.items() for c in s["success"]}
+        return {f"{cell}_successes": ok.sum(-1).tolist()  # (biases, K, tasks, D): successes over the seeds
+                for cell, ok in ns["summary"]["success"].items()}
     return {}
 
 
