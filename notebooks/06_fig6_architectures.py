@@ -23,7 +23,8 @@
 # the LSTM's |c| grows) instead of balancing the dynamics; a small k should leave it near its initial value. The
 # author has no gated-cell code: H, k and the initializations here are our own choices.
 #
-# **Runtime.** About 35-45 minutes on 2 CPU cores at the defaults: an estimate, not a measured run. A few full-size
+# **Runtime.** 3191 s (53 minutes) on 2 CPU cores at the defaults, measured in one run (estimated before it: 35-45
+# minutes). A few full-size
 # steps of each stage on 1 thread (this machine shared with other jobs), extrapolated, cost 4170 s of one core: 2490 s
 # for the 54 LSTM networks (420 s of it preflossing) and 1680 s for the 54 GRU networks (160 s preflossing); 2 threads
 # or `./run_all.sh --cluster local` (the two cells' shards on the two cores at once) divide that by 1.5-2. Over the
