@@ -22,7 +22,7 @@
 # flossing and the top of the spectrum flattens; (3) the gradient norm stops growing exponentially with the lag;
 # (4) on a delayed-copy task the preflossed networks reach high accuracy at least as fast as the plain ones.
 #
-# **Runtime.** About 45 s on 2 CPU cores at the defaults below (43 s in the run of the README; the flossing step
+# **Runtime.** 132 s on 2 CPU cores at the defaults below (one run, 2026-12-01; the flossing step
 # dominates and its result is cached, so a rerun only re-plots). `./run_all.sh --quick 00` runs a shrunken version.
 #
 # Everything computed here is a call into the `floss_core` package; the notebook only chooses parameters and plots.

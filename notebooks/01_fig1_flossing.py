@@ -17,8 +17,9 @@
 # spectrum stays below. With the top exponent at 0, the norm of the gradient of a late loss with respect to a state
 # tau steps earlier neither grows nor decays exponentially with tau.
 #
-# **What to look for.** (a) lambda_1 during flossing k = 1 reaches each target from below (g = 0.5, 1) within
-# ~40-80 steps, and from above (g = 2) more slowly; (b, c) after flossing k exponents to 0, exactly the first k sit
+# **What to look for.** (a) lambda_1 during flossing k = 1 reaches each target from the stable starts (g = 0.5, 1;
+# from below or above, whichever side the target lies on) within ~40-80 steps, and from the chaotic one (g = 2)
+# more slowly; (b, c) after flossing k exponents to 0, exactly the first k sit
 # at 0 (from g = 0.5; from g = 2 they do not converge); (d) the gradient-norm profile, exponential in tau before
 # flossing, is flat after flossing lambda_1 to 0.
 #
@@ -29,11 +30,9 @@
 # author's lr, and k = 16 does not converge with either mode (only the detached gradient on zero input, with 4
 # trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
-# **Runtime.** About 9-10 minutes at the defaults on one CPU thread, less on 2 (an estimate, not yet a measured run:
-# from single-thread CPU times of full-size pieces on the shared 2-core machine, 15 networks per shard: flossing
-# 0.051 / 0.089 / 0.144 s per step at k = 1 / 16 / 32, x 2 shards x 300 steps x 5 runs = 230 s; spectra 0.7 s and the
-# g = 1 singular values 3.2 s per network and measurement, 180 and 60 of them = 130 s and 190 s). Figure 2 reuses the
-# cached sweep (seconds). Cached, so re-plotting is instant.
+# **Runtime.** 1154 s at the defaults on 2 CPU cores, measured in one run (the test suite ran beside it for its
+# first ~12 minutes; 9-10 minutes on one thread had been estimated). Figure 2 reuses the cached sweep (seconds).
+# Cached, so re-plotting is instant.
 
 # %%
 import matplotlib.pyplot as plt

@@ -23,7 +23,7 @@
 # The networks shown start at g = 1 (lambda_1 ~ -0.34 with task inputs) and are flossed to 0 with the author's full
 # gradient: from g = 2 neither gradient mode brings k = 16 exponents to 0 with task inputs (figure 1's notebook).
 #
-# **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (5 s) if figure 1
+# **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (11 s) if figure 1
 # ran. The singular values are computed in log space (graded QR products and a one-sided Jacobi SVD), never by
 # multiplying Jacobians.
 

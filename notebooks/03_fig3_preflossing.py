@@ -20,8 +20,9 @@
 # (c) success rate vs delay (with counts): both succeed at short delays, preflossing keeps succeeding longer, both
 # fail at the longest; (d) steps to criterion of the successful networks vs delay.
 #
-# **Runtime.** About 14 minutes (833 s) on 2 CPU cores at the defaults (shared with figure 4: the same cached sweep
-# holds all three conditions).
+# **Runtime.** 9726 s in one run on 2 CPU cores at the defaults while other jobs kept the load at 8-12; about an
+# hour on a quiet machine, estimated from unit costs (shared with figure 4: the same cached sweep holds all three
+# conditions).
 
 # %%
 import matplotlib.pyplot as plt
@@ -109,7 +110,7 @@ print("\n".join(differences));
 # %% [markdown]
 # ## What we found
 #
-# **Figure 3, reproduced.** A full run of this notebook at the defaults above (the author's settings: N = 80, k = 75,
+# **Figure 3, reproduced for success (speed not scored).** A full run of this notebook at the defaults above (the author's settings: N = 80, k = 75,
 # E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9 networks per task, delay and condition;
 # 9726 s on the 2-core CPU while other jobs kept its load at 8-12) gave, successes out of 9 at d = 10, 20, 30, 40,
 # 60, 90: copy, plain 9, 9, 0, 0, 0, 0; preflossed 9, 9, 9, 9, 5, 0 (d = 60: Wilson 0.27-0.81). XOR, plain 9, 9, 0,
@@ -123,5 +124,6 @@ print("\n".join(differences));
 # committed `figures/fig3_preflossing.png` and `03_fig3_preflossing_numbers.json` are still the earlier half-budget
 # run (+-1 inputs, 1500 steps, T = 150, 5 networks: copy plain 5, 2, 0, 0, 0, 0, preflossed 5, 5, 4, 0, 0, 0). The
 # code this notebook runs has changed since only where results agree to roundoff (a second Cholesky-QR pass for
-# a whole batch at once; the recorded exponents' QR schedule), so a rerun should give these counts.
-# `./run_all.sh 03 04` regenerates both figures (about 70 min on a quiet 2-core CPU, estimated from unit costs).
+# a whole batch at once; the recorded exponents' QR schedule), so a rerun should give these counts up to networks
+# at the border of the criterion (d = 60), where roundoff over 3001 steps can tip one. `./run_all.sh 03 04`
+# regenerates both figures (about an hour on a quiet 2-core CPU, estimated from unit costs).

@@ -19,7 +19,7 @@
 # asks a question rather than showing a claim: does the top exponent drift away from zero during plain training, and
 # do the flossing episodes pull it back?
 #
-# **Runtime.** Shares the sweep of figure 3 (same parameters, same cache entry): seconds (5 s) if figure 3 ran.
+# **Runtime.** Shares the sweep of figure 3 (same parameters, same cache entry): seconds (16 s) if figure 3 ran.
 
 # %%
 import matplotlib.pyplot as plt
