@@ -110,8 +110,9 @@ print("\n".join(differences));
 # %% [markdown]
 # ## What we found
 #
-# **Figure 3, reproduced for success (speed not scored).** A full run of this notebook at the defaults above (the author's settings: N = 80, k = 75,
-# E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9 networks per task, delay and condition;
+# **Figure 3, reproduced for success (speed not scored).** A full run of this notebook at the defaults above (the
+# author's settings: N = 80, k = 75, E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9
+# networks per task, delay and condition;
 # 9726 s on the 2-core CPU while other jobs kept its load at 8-12) gave, successes out of 9 at d = 10, 20, 30, 40,
 # 60, 90: copy, plain 9, 9, 0, 0, 0, 0; preflossed 9, 9, 9, 9, 5, 0 (d = 60: Wilson 0.27-0.81). XOR, plain 9, 9, 0,
 # 0, 0, 0; preflossed 9, 9, 9, 6, 0, 0 (d = 40: 0.35-0.88; at d = 60 the mean final accuracy is 0.55, chance).

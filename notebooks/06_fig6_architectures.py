@@ -175,8 +175,8 @@ plotting.record(numbers);
 #
 # What the choices do (permutation tests of the mean final accuracy, preflossed against plain at the same
 # initialization, two-sided, uncorrected):
-# - **k = 2: no significant change.** The memory gate barely moves (LSTM forget gate 0.50 -> 0.59 at bias 0, 0.73 -> 0.76
-#   at +1; GRU update gate 0.50 -> 0.57, 0.73 -> 0.75); accuracy differences -0.008 to +0.038, p >= 0.096.
+# - **k = 2: no significant change.** The memory gate barely moves (LSTM forget gate 0.50 -> 0.59 at bias 0,
+#   0.73 -> 0.76 at +1; GRU update gate 0.50 -> 0.57, 0.73 -> 0.75); accuracy differences -0.008 to +0.038, p >= 0.096.
 # - **k = 16 (= H): saturates the memory gate and helps or hurts by a few points.** LSTM forget gate 0.50 -> 0.95 and
 #   mean |c| 0.17 -> 11.8 (bias 0), 0.73 -> 0.97 and 0.32 -> 13.7 (+1); GRU update gate 0.50 -> 0.95 and
 #   0.73 -> 0.97. Accuracy: LSTM bias +1 -0.050 (p <= 0.0002, the floor of 9999 resamples), GRU bias 0 +0.037
