@@ -4,7 +4,9 @@ For each figure notebook this reads, straight from the committed ``notebooks/NN_
 papermill or jupyter needed), the cell tagged ``parameters`` (paper-scale defaults) and the cell after it (the call
 into ``floss_core.experiments``), and executes them with ``device`` from ``--device`` and, with ``--quick``, the
 small sizes of ``notebooks/quick_params.yaml`` (needs pyyaml). ``cached`` is replaced by a stub that always
-computes (timed with ``torch.cuda.synchronize()`` on CUDA) and returns what ``cached`` would. Notebooks 02 and 04
+computes (timed with ``torch.cuda.synchronize()`` on CUDA) and returns what ``cached`` would. The import statements
+of the code cells above the parameters cell run first (so matplotlib and ``floss_core.repro.plotting`` are imported,
+though nothing is plotted). Notebooks 02 and 04
 reuse the results of 01 and 03, so they are not timed; 00 (the tutorial) is not one computation and is skipped.
 
 After every computation one JSON line is appended to ``--out``: a "compute" line per cached call (figure 6 has one
@@ -18,6 +20,7 @@ written on SIGTERM/Ctrl-C). Every line carries the device name and the torch ver
 Progress bars (tqdm, on stderr) are on by default at paper scale (``--no-progress`` turns them off).
 """
 import argparse
+import ast
 import functools
 import inspect
 import json
@@ -40,15 +43,15 @@ NOTEBOOKS = {"01": "01_fig1_flossing", "03": "03_fig3_preflossing", "05": "05_fi
 
 
 def notebook_cells(stem):
-    """(source of the `parameters` cell with, before it, the import statements of the code cells above it, source
-    of the code cell after it) of notebooks/<stem>.ipynb."""
+    """(the import statements of the code cells above the `parameters` cell, the source of that cell, the source of
+    the code cell after it) of notebooks/<stem>.ipynb."""
     cells = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
     src = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
     i = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     j = next(j for j in range(i + 1, len(cells)) if cells[j]["cell_type"] == "code")
-    imports = [line for c, text in zip(cells[:i], src[:i]) if c["cell_type"] == "code"
-               for line in text.splitlines() if line.startswith(("import ", "from "))]
-    return "\n".join(imports + [src[i]]), src[j]
+    imports = [ast.get_source_segment(text, node) for c, text in zip(cells[:i], src[:i]) if c["cell_type"] == "code"
+               for node in ast.parse(text).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(imports), src[i], src[j]
 
 
 def key_numbers(fig, ns):
@@ -110,10 +113,12 @@ def main():
 
     for fig in figs:
         stem = NOTEBOOKS[fig]
-        params_src, call_src = notebook_cells(stem)
+        imports_src, params_src, call_src = notebook_cells(stem)
         ns = {}
+        exec(imports_src, ns)  # what the call cell uses (e.g. functools.partial)
+        imported = set(ns)
         exec(params_src, ns)
-        declared = {k for k in ns if not k.startswith("__")}
+        declared = {k for k in ns if k not in imported and not k.startswith("__")}
         if args.quick:
             from floss_core.repro.runner import quick_parameters
             ns.update(quick_parameters(stem, ROOT / "notebooks" / "quick_params.yaml", declared=declared))

@@ -27,5 +27,5 @@ def test_gpu_figures_benchmark_runs_every_figure_in_quick_mode(tmp_path):
     assert sorted(done) == ["01", "03", "05", "06"]
     for fig, line in done.items():
         assert line["numbers"], f"figure {fig} recorded no key numbers"
-        assert all(s > 0 for s in line["compute_seconds"]), line
+        assert line["compute_seconds"] and all(s >= 0 for s in line["compute_seconds"]), line
     assert not [line for line in lines if line["event"] == "unfinished"]

@@ -64,7 +64,7 @@ def test_detached_gradient_is_the_derivative_at_a_frozen_trajectory():
     h0 = m.initial_state(1, gen(2))
     Q0 = torch.randn(1, 1, 5, k, generator=gen(3), dtype=F64)
     lam = lyapunov_spectrum(m, None, k, n_steps=T, h0=h0, Q0=Q0, n_transient=5, gradient="detached",
-                           t_ons=1)  # the definition: a QR every step on both sides, so equal to roundoff
+                            t_ons=1)  # the definition: a QR every step on both sides, so equal to roundoff
     (g_detached,) = torch.autograd.grad(flossing_loss(lam).sum(), m.W)
     with torch.no_grad():
         states = [h0]
