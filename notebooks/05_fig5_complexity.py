@@ -23,7 +23,7 @@
 # accuracy 1.00) and h = 2 by 0 of 3 (0.50); with k = 75, h = 2 by 2 of 3 (1.00, 0.50, 1.00). With `channel_xor` set,
 # a second pair of panels shows the XOR across C input channels.
 #
-# **Runtime.** 1037 s measured at the defaults with `./run_all.sh --cluster local 05` (two single-threaded Dask
+# **Runtime.** 1037 s measured at the defaults with `./run_all.sh --cluster local 05 07` (two single-threaded Dask
 # workers on 2 cores, quiet machine, 2026-12-02): 135 networks x 3001 training steps plus 9 seeds x 500 flossing
 # steps per k > 0, done once for all levels. In one process on 2 threads expect somewhat longer (sharded sweeps ran
 # 1.4-1.9x faster on the cluster in `benchmarks/sharding.py`). To halve it: `n_networks = 5`, or
@@ -132,11 +132,12 @@ plotting.record(numbers);
 # - h = 1 (lags 5, 10): 9/9 at every k = 0, 5, 15, 40, 75 (Wilson 0.70-1); mean final accuracy 1.00.
 # - h = 2 (lags 5-20): 0/9, 0/9, 3/9, 3/9, 8/9 at k = 0, 5, 15, 40, 75 (k = 15 and 40: 0.12-0.65; k = 75:
 #   0.57-0.98); mean final accuracy 0.50, 0.50, 0.65, 0.67, 0.94. k = 75 against k = 0: p = 0.00041; k = 75
-#   against k = 15: p = 0.050; k = 15 against k = 0: p = 0.21.
+#   against k = 15: p = 0.0498 (at the 0.05 border); k = 15 against k = 0: p = 0.21.
 # - h = 3 (lags 5-40): 0/9 at every k (0-0.30), mean final accuracy 0.50 (chance) everywhere.
 #
-# So the success rate of h = 2 rises with k and only the author's k = 75 makes it reliable, while h = 1 needs no
-# flossing: a harder task needs more directions flossed, between these two levels. h = 3 fails at every k within
-# 3001 steps, so the trend cannot be checked from level 2 to level 3 (that h = 3 needs a larger k than h = 2 is
-# untested, not refuted); longer training or a smaller `author_delay` would be the next test. The paper's own
-# numbers for this figure are not known to us (PAPER.md), so we compare with its claim, not its curves.
+# So the success rate of h = 2 does not fall as k grows, and only the author's k = 75 makes it reliable (the only k
+# that differs significantly from no flossing), while h = 1 needs no flossing: a harder task needs more directions
+# flossed, between these two levels. h = 3 fails at every k within 3001 steps, so the trend cannot be checked from
+# level 2 to level 3 (that h = 3 needs a larger k than h = 2 is untested, not refuted); longer training or a smaller
+# `author_delay` would be the next test. The paper's own numbers for this figure are not known to us (PAPER.md), so we
+# compare with its claim, not its curves.
