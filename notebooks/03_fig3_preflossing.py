@@ -20,9 +20,10 @@
 # (c) success rate vs delay (with counts): both succeed at short delays, preflossing keeps succeeding longer, both
 # fail at the longest; (d) steps to criterion of the successful networks vs delay.
 #
-# **Runtime.** 9726 s in one run on 2 CPU cores at the defaults while other jobs kept the load at 8-12; about an
-# hour on a quiet machine, estimated from unit costs (shared with figure 4: the same cached sweep holds all three
-# conditions).
+# **Runtime.** 3003 s (figure 4 then 6 s from the cache) at the defaults with `./run_all.sh --cluster local 03 04`
+# (two single-threaded Dask workers on 2 cores, quiet machine, 2026-12-02). An earlier full run in one process on 2
+# threads took 9726 s while other jobs kept the load at 8-12. The sweep is shared with figure 4: the same cached
+# sweep holds all three conditions.
 
 # %%
 import matplotlib.pyplot as plt
@@ -110,21 +111,21 @@ print("\n".join(differences));
 # %% [markdown]
 # ## What we found
 #
-# **Figure 3, reproduced for success (speed not scored).** A full run of this notebook at the defaults above (the
-# author's settings: N = 80, k = 75, E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9
-# networks per task, delay and condition;
-# 9726 s on the 2-core CPU while other jobs kept its load at 8-12) gave, successes out of 9 at d = 10, 20, 30, 40,
-# 60, 90: copy, plain 9, 9, 0, 0, 0, 0; preflossed 9, 9, 9, 9, 5, 0 (d = 60: Wilson 0.27-0.81). XOR, plain 9, 9, 0,
-# 0, 0, 0; preflossed 9, 9, 9, 6, 0, 0 (d = 40: 0.35-0.88; at d = 60 the mean final accuracy is 0.55, chance).
-# Fisher's exact test, preflossed against plain (two-sided, not corrected for the 12 comparisons): copy d = 30 and
-# 40 p = 4.1e-5, d = 60 p = 0.029; XOR d = 30 p = 4.1e-5, d = 40 p = 0.0090. Preflossing moves the longest delay
-# at which all 9 networks learn from 20 to 40 (copy) and from 20 to 30 (XOR); neither condition learns d = 90 in
-# 3001 steps.
+# **Figure 3, reproduced for success; speed shown, not tested.** Full run at the defaults above (the author's
+# settings: N = 80, k = 75, E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9 networks per
+# task, delay and condition). Successes out of 9 at d = 10, 20, 30, 40, 60, 90 (95% Wilson intervals):
 #
-# **Not committed.** That run's figure and numbers file were lost with the machine before they were committed: the
-# committed `figures/fig3_preflossing.png` and `03_fig3_preflossing_numbers.json` are still the earlier half-budget
-# run (+-1 inputs, 1500 steps, T = 150, 5 networks: copy plain 5, 2, 0, 0, 0, 0, preflossed 5, 5, 4, 0, 0, 0). The
-# code this notebook runs has changed since only where results agree to roundoff (a second Cholesky-QR pass for
-# a whole batch at once; the recorded exponents' QR schedule), so a rerun should give these counts up to networks
-# at the border of the criterion (d = 60), where roundoff over 3001 steps can tip one. `./run_all.sh 03 04`
-# regenerates both figures (about an hour on a quiet 2-core CPU, estimated from unit costs).
+# - copy: plain 9, 9, 0, 0, 0, 0; preflossed 9, 9, 9, 9, 2, 0 (d = 60: 0.06-0.55, mean final accuracy 0.70).
+# - XOR: plain 9, 9, 0, 0, 0, 0; preflossed 9, 9, 9, 7, 0, 0 (d = 40: 0.45-0.94; d = 60: mean final accuracy 0.54).
+# - Fisher's exact test, preflossed against plain (two-sided, not corrected for the 12 comparisons): copy d = 30 and
+#   40 p = 4.1e-5, d = 60 p = 0.47; XOR d = 30 p = 4.1e-5, d = 40 p = 0.0023.
+#
+# Preflossing moves the longest delay at which all 9 networks learn from 20 to 40 (copy) and from 20 to 30 (XOR);
+# no condition learns d = 90 in 3001 steps. Panel (d) shows the preflossed networks reaching the criterion in fewer
+# steps where both conditions succeed (d = 10, 20), but that is not tested here.
+#
+# **At the border, counts move with roundoff.** An earlier full run of the same settings (in one process on 2
+# threads, with code that differs only to roundoff; its outputs were lost before they were committed) gave the same
+# counts everywhere except copy preflossed d = 60 (5 instead of 2 of 9) and XOR preflossed d = 40 (6 instead of 7):
+# over 3001 training steps roundoff can tip a network at the border of the criterion, so a single count there is
+# uncertain beyond its binomial interval; the differences at d = 30-40 are not affected.
