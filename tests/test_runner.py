@@ -394,8 +394,13 @@ def _alive(pid):
 def test_run_all_sh_interrupted_exits_130_and_leaves_no_temp_directories(tmp_path):
     project = one_notebook_project(tmp_path, SLEEP_BODY)
     started = project / "notebooks" / "started"
-    proc = subprocess.Popen([str(REPO / "run_all.sh"), "--quick"], env=run_all_env(project),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: SIGINT at its default disposition. A background job of a non-interactive shell (e.g.
+    # `./run_tests.sh &` in a script) starts with SIGINT ignored, and an ignored SIGINT is inherited through exec,
+    # so the runner would never see the Ctrl-C (measured: the test then hung until its timeout)
+    sigint_default = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", sigint_default, str(REPO / "run_all.sh"), "--quick"],
+                            env=run_all_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
