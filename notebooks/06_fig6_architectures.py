@@ -196,5 +196,5 @@ plotting.record(numbers);
 #
 # So the paper's claim for gated cells is not tested here rather than refuted: at H = 16 and 3001 steps copy d = 10
 # is learned by every condition and d = 20 by none, so a preflossing effect on success would need a delay between
-# them (or more units or steps). Where anything moves, preflossing does not help: of its effects on accuracy, only
-# k = 16 hurting the bias +1 LSTM at d = 20 (-0.050) survives Holm's correction; the large k saturates the gates.
+# them (or more units or steps). Of preflossing's effects on accuracy only one survives Holm's correction, and it is
+# a loss: k = 16 in the bias +1 LSTM at d = 20 (-0.050); the large k saturates the gates.
