@@ -203,21 +203,19 @@ def test_float32_at_k_equal_n_falls_back_and_stays_as_accurate_as_the_reference(
     exponents stay as accurate as the float32 reference's.
 
     Both float32 answers carry roundoff noise of their own (at k = N the last exponent, ~-6, is off by up to ~1e-2
-    in either engine), so one ensemble can be unlucky for either: measured on one CPU, the fast engine's error was
-    6x the reference's for one seed and below it for most. The property is checked over several seeds: the largest
-    error of the fast engine within 2x the reference's largest error."""
-    err_fast, err_ref = [], []
-    for seed in range(6):
-        m64, x, h0, Q0 = setup(8, 8, 30, gain=1.5, E=2, B=2, seed=seed)
-        m32 = copy.deepcopy(m64).float()
-        with torch.no_grad():
-            exact = lyapunov_spectrum(m64, x, 8, h0=h0, Q0=Q0)
-            ref = lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
-            lam = fast_lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
-        assert lam.isfinite().all()
-        err_ref.append((ref.double() - exact).abs().max().item())
-        err_fast.append((lam.double() - exact).abs().max().item())
-    assert max(err_fast) <= 2 * max(err_ref) + 1e-5, (err_fast, err_ref)
+    in either engine), so one network can be unlucky for either: measured on one CPU, the fast engine's error was 6x
+    the reference's for one 2-network ensemble and below it for most. The property is checked over an ensemble of
+    12 networks: the fast engine's largest error within 2x the reference's largest error."""
+    m64, x, h0, Q0 = setup(8, 8, 30, gain=1.5, E=12, B=2, seed=0)
+    m32 = copy.deepcopy(m64).float()
+    with torch.no_grad():
+        exact = lyapunov_spectrum(m64, x, 8, h0=h0, Q0=Q0)
+        ref = lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
+        lam = fast_lyapunov_spectrum(m32, x.float(), 8, h0=h0.float(), Q0=Q0.float())
+    assert lam.isfinite().all()
+    err_ref = (ref.double() - exact).abs().max().item()
+    err_fast = (lam.double() - exact).abs().max().item()
+    assert err_fast <= 2 * err_ref + 1e-5, (err_fast, err_ref)
 
 
 def test_zero_tolerance_takes_householder_everywhere_and_equals_the_reference():
