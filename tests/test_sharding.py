@@ -230,6 +230,28 @@ def test_run_all_cluster_is_passed_to_notebooks_that_declare_it_and_warns_for_th
     assert "02_plain.ipynb declares no 'cluster' parameter; --cluster local ignored" in out.log, out.log
 
 
+def test_run_all_at_paper_scale_on_two_threads_uses_a_local_cluster_by_default(cluster_project):
+    out = run(cluster_project, "01", FLOSS_THREADS="2")
+    assert out.rc == 0, out.log
+    address, workers = json.loads((cluster_project / "figures" / "cluster.json").read_text())
+    assert address.startswith("tcp://127.0.0.1:") and f"Dask cluster {address}" in out.out and workers == 2
+
+
+def test_run_all_default_cluster_only_at_paper_scale_on_several_cpu_threads_and_none_turns_it_off(cluster_project):
+    def listed(*args, **env):
+        out = run(cluster_project, "--list", "01", *args, **env)
+        assert out.rc == 0, out.log
+        return next(line.strip() for line in out.out.splitlines() if line.strip().startswith("cluster:"))
+
+    assert listed(FLOSS_THREADS="2").startswith('cluster: "local"   (paper scale on a multi-core CPU')
+    assert listed("--cluster", "none", FLOSS_THREADS="2") == "cluster: None"
+    assert listed(FLOSS_THREADS="1") == "cluster: None"
+    assert listed("--quick", FLOSS_THREADS="2") == "cluster: None"
+    assert listed("--device", "cuda", FLOSS_THREADS="2") == "cluster: None"
+    out = run(cluster_project, "--list", FLOSS_THREADS="2")  # the default warns for no notebook
+    assert "declares no 'cluster' parameter" not in out.log, out.log
+
+
 def test_run_all_with_an_unreachable_scheduler_exits_2_before_any_notebook_runs(cluster_project):
     address = f"tcp://127.0.0.1:{free_port()}"
     out = run(cluster_project, "--cluster", address)

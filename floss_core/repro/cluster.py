@@ -48,7 +48,7 @@ def check_cluster_spec(spec: str) -> None:
     """UsageError unless ``spec`` is "local" or looks like a scheduler address "SCHEME://HOST:PORT"."""
     scheme, sep, rest = spec.partition("://")
     if spec != LOCAL and not (sep and scheme and rest):
-        raise UsageError(f"--cluster must be 'local' or a scheduler address like tcp://HOST:PORT, got {spec!r}")
+        raise UsageError(f"--cluster must be 'local', 'none' or a scheduler address like tcp://HOST:PORT, got {spec!r}")
 
 
 @contextlib.contextmanager
