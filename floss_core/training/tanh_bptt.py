@@ -83,19 +83,17 @@ def _folded(W, U, b, V):
     return W4, D, 0.5 * V @ W4, 0.5 * V @ D.mT
 
 
-def _run_stretch(W4t, D, u0, S, Q, R):
+def _run_stretch(W4t, D, u0, S, Q):
     """Steps from the scaled state u0 (E, B, N) with [s_t, 1] in S (E, L, B, I + 1): Q (E, L, B, N) receives the
-    sigmoid q_{t-1} entering each step, R (E, L, B, N) the scaled states u_t (a work buffer: the drive D^T [s_t, 1]
-    of every step is computed into it first, as one matmul, and each step adds 4W q_{t-1} in place). Returns the
-    last scaled state (E, B, N), a copy."""
-    E, L, B, N = Q.shape
-    R.view(E, L * B, N).baddbmm_(S.reshape(E, L * B, -1), D, beta=0)  # the drive of all steps, one matmul
-    Qv, Rv = Q.unbind(1), R.unbind(1)  # the per-step views, made once
-    sigmoid = torch.sigmoid
+    sigmoid q_{t-1} entering each step. Returns the last scaled state (E, B, N); the others are not kept."""
+    u = torch.empty_like(u0, memory_format=torch.contiguous_format)  # (E, B, N)
+    Qv, Sv = Q.unbind(1), S.unbind(1)  # the per-step views, made once
+    bmm, sigmoid = torch.bmm, torch.sigmoid
     sigmoid(u0, out=Qv[0])
-    for t in range(L - 1):
-        sigmoid(Rv[t].baddbmm_(Qv[t], W4t), out=Qv[t + 1])  # u_t = 4W q_{t-1} + D^T [s_t, 1]
-    return Rv[-1].baddbmm_(Qv[-1], W4t).clone()
+    for t in range(len(Qv) - 1):
+        bmm(Qv[t], W4t, out=u).baddbmm_(Sv[t], D)  # u_t = 4W q_{t-1} + D^T [s_t, 1]
+        sigmoid(u, out=Qv[t + 1])
+    return bmm(Qv[-1], W4t, out=u).baddbmm_(Sv[-1], D)
 
 
 def _loss_of(Vq, Vs, c, Q, S, y, m):
@@ -147,23 +145,21 @@ def _stretches(T, checkpoint):
     return [(t0, min(T, t0 + n)) for t0 in range(0, T, n)]
 
 
-def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q, R):
+def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
     """Loss (E,), accuracy (E,) and what the backward needs, for one sub-batch of networks.
-    X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); Q, R (E, T, B, N) (R: a work buffer), or None:
-    checkpointed."""
+    X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); Q (E, T, B, N), or None: checkpointed."""
     E, B, T, _ = X.shape
     S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
     W4, D, Vq, Vs = _folded(W, U, b, V)
     u = 2 * h0  # (E, B, N)
     stretches = _stretches(T, checkpoint)
     if Q is None:  # checkpointed: one stretch's buffer, reused, and the state before every stretch
-        Q, R = W.new_empty(2, E, stretches[0][1], B, W.shape[-1])
-        kept = W.new_empty(len(stretches), E, B, W.shape[-1])
+        Q, kept = W.new_empty(E, stretches[0][1], B, W.shape[-1]), W.new_empty(len(stretches), E, B, W.shape[-1])
     bce = correct = 0
     for k, (t0, t1) in enumerate(stretches):
         if len(stretches) > 1:
             kept[k] = u
-        u = _run_stretch(W4.mT, D, u, S[:, t0:t1], Q[:, :t1 - t0], R[:, :t1 - t0])
+        u = _run_stretch(W4.mT, D, u, S[:, t0:t1], Q[:, :t1 - t0])
         z, b_, c_ = _loss_of(Vq, Vs, c, Q[:, :t1 - t0], S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
     n = M.sum((1, 2, 3))  # (E,) defined targets
@@ -191,7 +187,7 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
             (Q, z), (A, P) = saved, work
         else:  # recompute the stretch from the state kept before it
             Q, A, P = work[:, :, :t1 - t0]
-            _run_stretch(W4.mT, D, saved[0][k], S[:, t0:t1], Q, A)  # A: overwritten by _back_stretch
+            _run_stretch(W4.mT, D, saved[0][k], S[:, t0:t1], Q)
             z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz, (E, L, B, O)
         h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, P, grads, need)
@@ -210,14 +206,11 @@ class _TanhBPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, U, b, V, c, h0, X, Y, M, groups, workers, one_thread, checkpoint):
         E, B, T, _ = X.shape
-        whole = len(_stretches(T, checkpoint)) == 1
-        Q, R = (take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) for _ in range(2)) if whole else (None, None)
+        Q = take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if len(_stretches(T, checkpoint)) == 1 else None
         args = (W, U, b, V, c, h0, X, Y.transpose(1, 2), M.transpose(1, 2))
-        jobs = [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, *((Q[g], R[g]) if whole else (None,) * 2))
+        jobs = [lambda g=g: _forward_group(*(a[g] for a in args), checkpoint, None if Q is None else Q[g])
                 for g in groups]
         out = run_jobs(workers, jobs, one_thread, W.device.type)
-        if R is not None:
-            give_buffer(R)
         if Q is not None:  # the buffer back to the pool once the graph (or this call's result) is freed
             weakref.finalize(ctx, give_buffer, Q)
         ctx.n_saved = len(out[0][2])
