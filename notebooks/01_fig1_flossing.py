@@ -189,7 +189,7 @@ plotting.record(numbers);
 # the exponents away again, Adam's fixed-size steps on a noisy gradient. Less gradient noise helps: 1000 steps at
 # lr 3e-4: 6/10, median 0.036; 4 trajectories per step (`floss = {"batch": 4}`), 300 steps: 7/10, 0.035; both, 1000
 # steps: 7/10, 0.029 (three networks stay at 0.064-0.068); zero input (`floss = {"input": "zero"}`, the spectrum then
-# also measured on zero input), 300 steps: 8/10, 0.032. So k = 16 from stable starts converges in the median within
+# also measured on zero input), 300 steps: 8/10, 0.032. So k = 16 from g = 1 converges in the median within
 # ~0.03 once the flossing gradient is averaged (more trajectories, a smaller lr) or noise-free (zero input), and not
 # in every network within 0.05 under any setting probed; the figure keeps the author's settings.
 #
