@@ -30,8 +30,9 @@
 # author's lr, and k = 16 does not converge with either mode (only the detached gradient on zero input, with 4
 # trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
-# **Runtime.** 1154 s at the defaults on 2 CPU cores, measured in one run (the test suite ran beside it for its
-# first ~12 minutes; 9-10 minutes on one thread had been estimated). Figure 2 reuses the cached sweep (seconds).
+# **Runtime.** 122 s at the defaults on 2 CPU cores with `./run_all.sh 01` (the runner's default local Dask cluster,
+# two single-threaded workers; quiet, 2026-12-02); in one process on 2 threads it took 1154 s with the test suite
+# beside it for its first ~12 minutes. Figure 2 reuses the cached sweep (seconds).
 # Cached, so re-plotting is instant.
 
 # %%
@@ -166,26 +167,29 @@ plotting.record(numbers);
 #
 # **Figure 1, reproduced from stable starts, partly from the chaotic one** (the committed run at the defaults above:
 # 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3; numbers in
-# `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals; 1154 s on the 2-core CPU, partly beside the test
-# suite). Flossing lambda_1 (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.88 before): median after
-# -0.015 / -0.496 / -0.991 for the targets 0 / -0.5 / -1, within 0.05 in 8/10 (0.49-0.94), 10/10 (0.72-1.00), 7/10
-# (0.40-0.89) networks; from g = 1 (-0.33 before): -0.040 / -0.498 / -0.992, 7/10, 10/10, 10/10. From the chaotic
-# g = 2 (+0.061 before) it reaches 0 (median 0.009, 6/10 within 0.05) but not -0.5 or -1 in 300 steps (medians
-# 0.033 and -0.007, 0/10 each; panel (a) right: the quartile band opens downwards only after ~150 steps). The paper's
-# claim is reached from both sides for the target 0; towards negative targets from a chaotic start, the full gradient
-# at the author's lr is too slow here (probes below: lr 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0
-# converges (all 16 within 0.05) in 9/10 networks from g = 0.5 (median max deviation 0.022), 5/10 from g = 1 (0.049,
-# i.e. at the tolerance) and 0/10 from g = 2 (0.23); k = 32 in 4/10, 0/10, 0/10 (0.051, 0.059, 0.67); the first
-# unflossed exponent stays negative (lambda_17 median -0.11 at g = 0.5, -0.18 at g = 1). The gradient norm over 300
-# lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1 / 2) and by 2.1 / 3.9 / 4.8 after
-# flossing lambda_1 to 0 (panel (d)).
+# `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals; 122 s with `./run_all.sh 01`, the local Dask
+# cluster). Flossing lambda_1 (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.88 before): median after
+# -0.013 / -0.503 / -0.993 for the targets 0 / -0.5 / -1, within 0.05 in 10/10 (0.72-1), 10/10 (0.72-1), 6/10
+# (0.31-0.83) networks; from g = 1 (-0.33 before): -0.030 / -0.491 / -0.996, 9/10 (0.60-0.98), 10/10, 10/10. From the
+# chaotic g = 2 (+0.062 before) it reaches 0 (median 0.031, 8/10 within 0.05, 0.49-0.94), -0.5 in 3/10 (0.11-0.60;
+# median -0.19) and -1 in none (median -0.12) within 300 steps (panel (a) right: the quartile band opens downwards
+# only after ~150 steps). The paper's claim is reached from both sides for the target 0; towards negative targets from
+# a chaotic start, the full gradient at the author's lr is too slow here (probes below: lr 1e-2 reaches -0.5 in 3 of
+# 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 8/10 networks from g = 0.5 (median max
+# deviation 0.024), 4/10 from g = 1 (0.066) and 0/10 from g = 2 (0.21); k = 32 in 4/10, 0/10, 0/10 (0.051, 0.060,
+# 0.67); the first unflossed exponent stays negative (lambda_17 median -0.12 at g = 0.5, -0.28 at g = 1). The gradient
+# norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1 / 2) and by 2.1 / 3.1 / 5.7
+# after flossing lambda_1 to 0 (panel (d)). An earlier run at the same settings in one process on 2 threads (committed
+# before this one; 1154 s with the test suite beside it) gave counts that differ by up to 3 of 10 (g = 0.5 to 0: 8
+# against 10; g = 2 to -0.5: 0 against 3; g = 1, k = 16: 5 against 4): a network's float bits depend on the threads
+# per shard, and border networks tip over 300 Adam steps, so single counts here carry about that spread.
 #
-# **Why k = 16 from g = 1 reaches the tolerance in only half the networks: gradient noise, not too few steps.**
+# **Why k = 16 from g = 1 reaches the tolerance in only 4-5 of 10 networks: gradient noise, not too few steps.**
 # Probes after the run (2026-12-02; the same 10 g = 1 networks flossed to 0 with k = 16 in sweeps of their own, so
 # other shards than the run: roundoff-level differences that 300 Adam steps amplify; max_i<=16 |lambda_i| on
 # 2000-step trajectories driven like the flossing; "estimates": the flossing's own exponents, mean of its last 50
 # steps). The author's settings (300 steps, lr 1e-3, one 55-step task-input trajectory per step): 4/10 within 0.05,
-# median 0.074 (the run: 5/10, 0.049). 1000 steps at lr 1e-3: 2/10, median 0.096, estimates 0.092: more steps move
+# median 0.074 (the run: 4/10, 0.066). 1000 steps at lr 1e-3: 2/10, median 0.096, estimates 0.092: more steps move
 # the exponents away again, Adam's fixed-size steps on a noisy gradient. Less gradient noise helps: 1000 steps at
 # lr 3e-4: 6/10, median 0.036; 4 trajectories per step (`floss = {"batch": 4}`), 300 steps: 7/10, 0.035; both, 1000
 # steps: 7/10, 0.029 (three networks stay at 0.064-0.068); zero input (`floss = {"input": "zero"}`, the spectrum then

@@ -235,6 +235,7 @@ def test_run_all_at_paper_scale_on_two_threads_uses_a_local_cluster_by_default(c
     assert out.rc == 0, out.log
     address, workers = json.loads((cluster_project / "figures" / "cluster.json").read_text())
     assert address.startswith("tcp://127.0.0.1:") and f"Dask cluster {address}" in out.out and workers == 2
+    assert "--cluster none runs every sweep in its notebook's kernel" in out.out, out.out
 
 
 def test_run_all_default_cluster_only_at_paper_scale_on_several_cpu_threads_and_none_turns_it_off(cluster_project):

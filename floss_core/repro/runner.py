@@ -171,7 +171,7 @@ def _prepare(opts: Options, env: Mapping[str, str]) -> tuple[Settings, list[Note
         check_cluster_spec(opts.cluster)
         _pass_cluster(plans, opts.cluster, warn=True)
     elif _local_by_default(opts, settings, plans):
-        opts.cluster = LOCAL
+        opts.cluster, opts.cluster_by_default = LOCAL, True
         _pass_cluster(plans, LOCAL, source=DEFAULT_SOURCE)
     return settings, plans
 
@@ -211,6 +211,9 @@ def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, 
         return run_notebooks(plans, settings, env, mode=mode)
     with open_cluster(opts.cluster, n_workers=settings.threads) as info:
         print(f"{PROG}: {info.describe()}", flush=True)
+        if opts.cluster_by_default:
+            print(f"{PROG}: (the default at paper scale on a multi-core CPU; --cluster none runs every sweep in its "
+                  "notebook's kernel)", flush=True)
         _pass_cluster(plans, info.address)
         return run_notebooks(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
 

@@ -29,7 +29,8 @@ class Options:
 
     quick: bool = False
     device: str | None = None
-    cluster: str | None = None  # "local" or a Dask scheduler address
+    cluster: str | None = None  # "local" or a Dask scheduler address ("none" on the command line: None)
+    cluster_by_default: bool = False  # cluster "local" chosen by the runner, not by --cluster
     listing: bool = False
     help: bool = False
     names: list[str] = field(default_factory=list)
