@@ -169,7 +169,7 @@ plotting.record(numbers);
 # 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3; numbers in
 # `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals; 122 s with `./run_all.sh 01`, the local Dask
 # cluster). Flossing lambda_1 (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.88 before): median after
-# -0.013 / -0.503 / -0.993 for the targets 0 / -0.5 / -1, within 0.05 in 10/10 (0.72-1), 10/10 (0.72-1), 6/10
+# -0.013 / -0.503 / -0.992 for the targets 0 / -0.5 / -1, within 0.05 in 10/10 (0.72-1), 10/10 (0.72-1), 6/10
 # (0.31-0.83) networks; from g = 1 (-0.33 before): -0.030 / -0.491 / -0.996, 9/10 (0.60-0.98), 10/10, 10/10. From the
 # chaotic g = 2 (+0.062 before) it reaches 0 (median 0.031, 8/10 within 0.05, 0.49-0.94), -0.5 in 3/10 (0.11-0.60;
 # median -0.19) and -1 in none (median -0.12) within 300 steps (panel (a) right: the quartile band opens downwards

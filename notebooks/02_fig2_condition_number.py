@@ -20,7 +20,7 @@
 # (b) log kappa_k grows linearly before flossing, along the dotted line (lambda_1 - lambda_k) t, and is flat after
 # flossing k exponents.
 #
-# The networks shown start at g = 1 (lambda_1 ~ -0.34 with task inputs) and are flossed to 0 with the author's full
+# The networks shown start at g = 1 (lambda_1 ~ -0.33 with task inputs) and are flossed to 0 with the author's full
 # gradient: from g = 2 neither gradient mode brings k = 16 exponents to 0 with task inputs (figure 1's notebook).
 #
 # **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (4.5 s) if figure 1
