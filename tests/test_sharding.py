@@ -238,6 +238,26 @@ def test_run_all_at_paper_scale_on_two_threads_uses_a_local_cluster_by_default(c
     assert "--cluster none runs every sweep in its notebook's kernel" in out.out, out.out
 
 
+def test_run_all_runs_in_the_kernels_with_a_warning_when_the_default_cluster_cannot_start(tmp_path, monkeypatch):
+    import floss_core.repro.runner as runner
+
+    def no_cluster(spec, *, n_workers):
+        raise OSError("no sockets here")
+
+    monkeypatch.setattr(runner, "open_cluster", no_cluster)
+    write_notebook = pytest.importorskip("test_runner").write_notebook
+    (tmp_path / "notebooks").mkdir()
+    body = 'import os\nopen(os.path.join(os.environ["FLOSS_FIG_DIR"], "cluster.txt"), "w").write(repr(cluster))'
+    write_notebook(tmp_path / "notebooks" / "01_sharded.ipynb", body, parameters="quick = False\ncluster = None")
+    (tmp_path / "notebooks" / "quick_params.yaml").write_text("_all:\n  quick: true\n01_sharded: {}\n")
+    out = run(tmp_path, "01", FLOSS_THREADS="2")
+    assert out.rc == 0, out.log
+    assert "the default local Dask cluster did not start (OSError: no sockets here)" in out.err, out.log
+    assert (tmp_path / "figures" / "cluster.txt").read_text() == "None"  # the notebook's own default
+    out = run(tmp_path, "01", "--cluster", "local", FLOSS_THREADS="2")  # asked for: no fallback, exit 2
+    assert out.rc == 2 and "--cluster local: the cluster did not start (OSError: no sockets here)" in out.err, out.log
+
+
 def test_run_all_default_cluster_only_at_paper_scale_on_several_cpu_threads_and_none_turns_it_off(cluster_project):
     def listed(*args, **env):
         out = run(cluster_project, "--list", "01", *args, **env)

@@ -65,7 +65,8 @@ Execute the figure notebooks notebooks/[0-9][0-9]_*.ipynb with papermill, in ord
                  `cluster`, its dashboard address is printed; an unreachable scheduler exits 2. The same numbers
                  as without it (bit for bit, with one thread per worker as with FLOSS_THREADS=1). Default: local
                  at paper scale on a CPU with 2+ threads when dask.distributed is installed (1.4-2.4x faster than
-                 one process), else none; none: every sweep in its notebook's kernel
+                 one process; if it does not start, a warning and none), else none; none: every sweep in its
+                 notebook's kernel. A cluster asked for that does not start exits 2
   --list         print the selected notebooks and the parameters each would get (the defaults of its
                  `parameters` cell, overrides marked with where they come from), run nothing
   -h, --help     this text
@@ -191,6 +192,13 @@ def _local_by_default(opts: Options, settings: Settings, plans: list[NotebookPar
     return any("cluster" in params.defaults for params in plans if not params.error)
 
 
+def _drop_default_cluster(plans: list[NotebookParameters]) -> None:
+    """Undo ``_pass_cluster`` of the default cluster: every notebook gets its own ``cluster`` default again."""
+    for params in plans:
+        if params.sources.get("cluster") == DEFAULT_SOURCE:
+            del params.values["cluster"], params.sources["cluster"]
+
+
 def _pass_cluster(plans: list[NotebookParameters], value: str, *, warn: bool = False,
                   source: str = "--cluster") -> None:
     """``cluster=value`` for every notebook that declares ``cluster`` (with ``warn``: a warning for the others)."""
@@ -209,12 +217,26 @@ def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, 
     mode = ("quick" if opts.quick else "paper scale") + (f", device {opts.device}" if opts.device else "")
     if opts.cluster is None:
         return run_notebooks(plans, settings, env, mode=mode)
-    with open_cluster(opts.cluster, n_workers=settings.threads) as info:
+    with contextlib.ExitStack() as stack:
+        try:
+            info = stack.enter_context(open_cluster(opts.cluster, n_workers=settings.threads))
+        except Exception as err:  # noqa: BLE001 - the default cluster cannot start: say so, run in the kernels
+            if isinstance(err, UsageError) and not opts.cluster_by_default:
+                raise
+            if not opts.cluster_by_default:  # asked for: a usage error (exit 2) before any notebook ran
+                raise UsageError(f"--cluster {opts.cluster}: the cluster did not start ({type(err).__name__}: "
+                                 f"{err})") from err
+            print(f"{PROG}: warning: the default local Dask cluster did not start ({type(err).__name__}: {err}); "
+                  "every sweep runs in its notebook's kernel, as with --cluster none", file=sys.stderr, flush=True)
+            _drop_default_cluster(plans)
+            return run_notebooks(plans, settings, env, mode=mode)
         print(f"{PROG}: {info.describe()}", flush=True)
+        source = "--cluster"
         if opts.cluster_by_default:
+            source = DEFAULT_SOURCE
             print(f"{PROG}: (the default at paper scale on a multi-core CPU; --cluster none runs every sweep in its "
                   "notebook's kernel)", flush=True)
-        _pass_cluster(plans, info.address)
+        _pass_cluster(plans, info.address, source=source)
         return run_notebooks(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
 
 
