@@ -220,10 +220,10 @@ def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, 
     with contextlib.ExitStack() as stack:
         try:
             info = stack.enter_context(open_cluster(opts.cluster, n_workers=settings.threads))
-        except Exception as err:  # noqa: BLE001 - the default cluster cannot start: say so, run in the kernels
-            if isinstance(err, UsageError) and not opts.cluster_by_default:
-                raise
+        except Exception as err:  # noqa: BLE001 - a cluster that does not start: exit 2, or for the default, a warning
             if not opts.cluster_by_default:  # asked for: a usage error (exit 2) before any notebook ran
+                if isinstance(err, UsageError):
+                    raise
                 raise UsageError(f"--cluster {opts.cluster}: the cluster did not start ({type(err).__name__}: "
                                  f"{err})") from err
             print(f"{PROG}: warning: the default local Dask cluster did not start ({type(err).__name__}: {err}); "
@@ -231,12 +231,10 @@ def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, 
             _drop_default_cluster(plans)
             return run_notebooks(plans, settings, env, mode=mode)
         print(f"{PROG}: {info.describe()}", flush=True)
-        source = "--cluster"
         if opts.cluster_by_default:
-            source = DEFAULT_SOURCE
             print(f"{PROG}: (the default at paper scale on a multi-core CPU; --cluster none runs every sweep in its "
                   "notebook's kernel)", flush=True)
-        _pass_cluster(plans, info.address, source=source)
+        _pass_cluster(plans, info.address, source=DEFAULT_SOURCE if opts.cluster_by_default else "--cluster")
         return run_notebooks(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
 
 
