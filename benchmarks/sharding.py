@@ -7,8 +7,8 @@ The sweep is a small but real ``delay_sweep`` (figure 3's three conditions, copy
 during training): 3 x 2 x 2 x 4 = 48 trained networks in shards of ``--shard-size``. Three runs, the same sweep:
 
   in-process   ``delay_sweep(sweep)`` on ``--threads`` torch threads (the notebooks' default: all cores)
-  sharded      ``delay_sweep(sweep, cluster=client)`` on a ``LocalCluster`` of ``--workers`` single-threaded worker
-               processes (started and warmed up before the clock starts; its start-up is printed apart)
+  sharded      ``delay_sweep(sweep, cluster=client)`` on ``sharding.local_cluster``: ``--workers`` single-threaded
+               worker processes (started and warmed up before the clock starts; its start-up is printed apart)
   killed       the same on a fresh cluster whose first worker to start a training shard dies ``--kill-after``
                seconds later (``floss_core.repro.faults.KillOnce``); Dask recomputes what it lost
 
@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from floss_core.experiments import DelaySweep, build, delay_sweep
+from floss_core.experiments.sharding import local_cluster
 from floss_core.repro.faults import KillOnce
 
 
@@ -60,8 +61,8 @@ def in_process(sweep, threads: int):
 def on_cluster(sweep, workers: int, kill_after: float | None = None):
     """(result, sweep seconds, cluster start-up seconds, killed task or None) on a fresh LocalCluster."""
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+    with local_cluster(workers, dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+            Client(cluster) as client:
         client.run(lambda: __import__("floss_core.experiments"))  # workers import torch before the clock starts
         startup = time.perf_counter() - t0
         marker = Path(tempfile.mkdtemp()) / "killed"

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from floss_core.experiments import (
     delay_sweep,
     flossing_sweep,
 )
+from floss_core.experiments import sharding
 from floss_core.experiments.sharding import ShardError
 from floss_core.repro.faults import KillOnce
 
@@ -55,8 +57,7 @@ SWEEPS = {  # tiny sweeps of several shards each
 def local_cluster():
     """A LocalCluster of 2 single-threaded worker processes and a client (not the default one: the sweeps must not
     need one), both closed on the way out."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.CRITICAL) as cluster, \
+    with sharding.local_cluster(2, dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
 
@@ -132,6 +133,35 @@ def test_a_worker_killed_during_a_sweep_loses_nothing(tmp_path):
         assert victim is not None and victim[1].startswith("delay_sweep-shard-"), victim
         assert set(client.scheduler_info()["workers"]) != workers  # the nanny replaced the dead worker
     assert_bit_identical(in_process("delay", sweep), sharded)
+
+
+def test_local_cluster_workers_run_without_the_malloc_setting_that_slows_the_engines(client, monkeypatch):
+    assert sharding.slow_workers(client) == []
+    assert len(client.nthreads()) == 2 and set(client.nthreads().values()) == {1}
+    monkeypatch.setattr(sharding, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn, sweep = SWEEPS["complexity"]
+        fn(sweep, progress=False, cluster=client)  # no warning
+
+
+def test_a_sweep_on_workers_with_the_slow_malloc_setting_warns_once_naming_it(monkeypatch):
+    monkeypatch.setattr(sharding, "_WARNED", set())
+    fn, sweep = SWEEPS["complexity"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:  # Dask's default worker environment
+        assert len(sharding.slow_workers(client)) == 1
+        with pytest.warns(RuntimeWarning, match="1 of 1 Dask worker.*MALLOC_TRIM_THRESHOLD_.*local_cluster"):
+            first = fn(sweep, progress=False, cluster=client)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert_bit_identical(first, fn(sweep, progress=False, cluster=client))  # warned once; same numbers
+
+
+def test_local_cluster_rejects_a_bad_worker_count():
+    with pytest.raises(ValueError, match="n_workers must be an int >= 1.*got 0"):
+        sharding.local_cluster(0)
 
 
 def test_an_unreachable_scheduler_raises_naming_its_address():

@@ -3,7 +3,8 @@ runs; its scheduler address goes to every notebook as the ``cluster`` parameter,
 sweeps (``floss_core.experiments.sharding``); closed (if started here) after the last notebook.
 
     local               a ``distributed.LocalCluster`` on this machine: one single-threaded worker process per core
-                        (``n_workers``: FLOSS_THREADS, default all cores), its dashboard on a free port
+                        (``n_workers``: FLOSS_THREADS, default all cores), its dashboard on a free port, started
+                        without Dask's malloc setting that slows the engines (``sharding.local_cluster``)
     tcp://HOST:PORT     an existing scheduler (``dask scheduler``, dask-jobqueue's ``SLURMCluster``, ...): reached
                         once here, so that an unreachable address stops the run before any notebook (exit 2)
 
@@ -60,16 +61,15 @@ def open_cluster(spec: str, *, n_workers: int):
     it cannot be reached, or when dask.distributed is missing."""
     check_cluster_spec(spec)
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise UsageError("--cluster needs dask.distributed: pip install 'dask[distributed]' (or the package's "
                          "[notebooks] extra)") from None
-    from ..experiments.sharding import connect
+    from ..experiments.sharding import connect, local_cluster, warn_slow_workers
 
     with contextlib.ExitStack() as stack:
         if spec == LOCAL:
-            cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=":0", silence_logs=logging.ERROR))
+            cluster = stack.enter_context(local_cluster(n_workers, dashboard_address=":0", silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             try:
@@ -78,6 +78,7 @@ def open_cluster(spec: str, *, n_workers: int):
                 raise UsageError(str(err)) from None
             stack.callback(client.close)
         _check_code(client)
+        warn_slow_workers(client)
         nthreads = client.nthreads()
         address = cluster.scheduler_address if spec == LOCAL else spec
         yield ClusterInfo(address, client.dashboard_link, len(nthreads), sum(nthreads.values()))
