@@ -12,6 +12,7 @@ from floss_core import TanhRNN
 from floss_core import lyapunov_spectrum as _lyapunov_spectrum
 from floss_core.spectrum import (cholesky_qr, clear_workspace, fast_lyapunov_spectrum, qr_log_diag_backward,
                                  supports_fast)
+from floss_core.spectrum import runtime
 from helpers import OnlyStep
 
 # the reference engine: what these tests check (test_lyapunov) and compare the fast engine against (test_fast)
@@ -310,6 +311,64 @@ def test_worker_threads_give_the_same_bits_as_one_thread(t_ons):
     info = {}
     lam = fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, workers=2, t_ons=t_ons, info=info)
     torch.testing.assert_close(lam.detach(), one[0], atol=1e-10, rtol=0)
+
+
+def _stat(busy0, busy1, idle=1000):
+    """A /proc/stat with two CPUs busy for busy0 and busy1 ticks (user time) and ``idle`` idle ticks each."""
+    return (f"cpu  {busy0 + busy1} 0 0 {2 * idle} 0 0 0 0 0 0\n"
+            f"cpu0 {busy0} 0 0 {idle} 0 0 0 0 0 0\ncpu1 {busy1} 0 0 {idle} 0 0 0 0 0 0\nintr 1 2 3\n")
+
+
+def test_load_monitor_counts_the_cores_other_processes_keep_busy(tmp_path):
+    """Busy CPU time of this process's CPUs minus its own, per second: one core spun by another process leaves one
+    free; our own threads do not count; the estimate is refreshed at most every ``every`` seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    clock, own = [0.0], [0.0]
+    mon = runtime.LoadMonitor(every=0.5, stat_path=str(stat), clock=lambda: clock[0], own_time=lambda: own[0])
+    mon.cpus, mon.cores = {"cpu0", "cpu1"}, 2
+    stat.write_text(_stat(0, 0))
+    assert mon.free() == 2  # first reading: no estimate yet
+    clock[0] = 1.0
+    stat.write_text(_stat(tick, 0))  # one core busy for the whole second, not by us
+    assert mon.free() == 1
+    clock[0] = 1.2
+    stat.write_text(_stat(tick, 2 * tick))  # within `every`: the last estimate
+    assert mon.free() == 1
+    clock[0], own[0] = 2.0, 1.6
+    stat.write_text(_stat(2 * tick, int(0.6 * tick)))  # 1.6 s busy over 1 s since t = 1, all of it ours
+    assert mon.free() == 2
+    stat.write_text("not a stat file")
+    clock[0] = 3.0
+    assert mon.free() == 2  # unreadable: the last estimate
+
+
+def test_load_monitor_without_proc_stat_says_every_core_is_free(tmp_path):
+    mon = runtime.LoadMonitor(every=0.0, stat_path=str(tmp_path / "missing"))
+    assert mon.free() == mon.cores and mon.free() == mon.cores >= 1
+
+
+def test_run_jobs_runs_on_the_free_cores_only(monkeypatch):
+    def names():
+        return runtime.run_jobs(2, [threading.current_thread for _ in range(4)], True, "cpu")
+
+    monkeypatch.setattr(runtime, "free_cores", lambda: 1)
+    assert {t.name for t in names()} == {threading.current_thread().name}  # one after the other, here
+    monkeypatch.setattr(runtime, "free_cores", lambda: 2)
+    assert all(t.name.startswith("floss_core.runtime") for t in names())
+    monkeypatch.setattr(runtime, "ADAPT_TO_LOAD", False)
+    monkeypatch.setattr(runtime, "free_cores", lambda: 1)
+    assert all(t.name.startswith("floss_core.runtime") for t in names())  # switched off: the workers it is given
+
+
+def test_worker_threads_on_a_busy_machine_give_the_same_bits(monkeypatch):
+    """With one free core the sub-batches run one after the other: the same sub-batches, so the same numbers."""
+    m, x, h0, Q0 = setup(12, 5, 60, gain=2.0, E=6, B=2)
+    monkeypatch.setattr(runtime, "free_cores", lambda: 2)
+    two = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2, workers=2, t_ons="auto")
+    monkeypatch.setattr(runtime, "free_cores", lambda: 1)
+    busy = spectrum_and_grads(fast_lyapunov_spectrum, m, x, 5, h0, Q0, group=2, workers=2, t_ons="auto")
+    assert torch.equal(two[0], busy[0]) and all(torch.equal(a, b) for a, b in zip(two[1], busy[1]))
 
 
 def test_concurrent_callers_restore_the_thread_count():
