@@ -17,13 +17,13 @@ from .cells import GRU, LSTM, ModelConfig, TanhRNN
 from .flossing import FlossConfig, FlossResult, floss, flossing_loss, flossing_spectrum
 from .spectrum import fast_lyapunov_spectrum, lyapunov_spectrum, tangent_step
 from .tasks import TASKS, TaskBatch, TaskConfig, delay_from_author, make_batch
-from .training import FlossSchedule, History, TrainConfig, rollout, task_loss, train
+from .training import FlossSchedule, History, TrainConfig, TrainState, rollout, task_loss, train
 
 __all__ = [
     "TanhRNN", "LSTM", "GRU", "adapters", "lyapunov_spectrum", "fast_lyapunov_spectrum", "tangent_step",
     "ModelConfig", "FlossConfig", "FlossSchedule", "TrainConfig", "TaskConfig",
     "TASKS", "TaskBatch", "make_batch", "delay_from_author",
     "floss", "flossing_loss", "flossing_spectrum", "FlossResult",
-    "train", "History", "rollout", "task_loss",
+    "train", "History", "TrainState", "rollout", "task_loss",
 ]
 __version__ = "0.1.0"

@@ -55,3 +55,38 @@ def test_the_sweep_returns_its_preflossed_networks():
           generator=network_generators(SWEEP.seed, "prefloss", ["s0", "s1"]))
     for name, p in model.named_parameters():
         torch.testing.assert_close(res["pre_state"][name], p.detach(), rtol=0, atol=0)
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_pre_and_pre_during_share_their_training_up_to_the_first_episode(monkeypatch):
+    """The training before the first episode runs once for both conditions (a prefix shard, resumed twice), with
+    the same numbers, bit for bit, as each condition trained alone from step 0."""
+    sweep = dataclasses.replace(SWEEP, delays=(3, 4), n_networks=3, shard_size=4,
+                                train=dataclasses.replace(SWEEP.train, n_steps=6, record_every=2),
+                                schedule=dataclasses.replace(SWEEP.schedule, every=3, max_episodes=2))
+    module = __import__("importlib").import_module("floss_core.experiments.delay_sweep")
+    steps = []
+
+    def counting_train(model, tasks, **kw):
+        h = train(model, tasks, **kw)
+        start = kw["resume"].step if kw.get("resume") else 0
+        steps.append((kw.get("stop") or kw["config"].n_steps) - start)
+        return h
+
+    monkeypatch.setattr(module, "train", counting_train)
+    shared = delay_sweep(sweep, progress=False)
+    shards = 2  # 6 networks per condition (1 task x 2 delays x 3 seeds), in shards of at most 4
+    assert steps == [3] * shards + [3] * 2 * shards  # the prefixes to step 3, then "pre" and "pre+during" from it
+    steps.clear()
+    alone = {c: delay_sweep(dataclasses.replace(sweep, conditions=(c,)), progress=False)[c]
+             for c in ("pre", "pre+during")}
+    assert steps == [6] * 2 * shards  # one condition: no sharing, every shard from step 0
+    for c in ("pre", "pre+during"):
+        assert _same(shared[c], alone[c]), c

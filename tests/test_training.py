@@ -170,3 +170,62 @@ def test_bad_checkpoint_raises():
     batch = sample_task(TaskConfig(name="copy", delay=2, seq_len=10, batch=2), m, gen(55))
     with pytest.raises(ValueError, match="checkpoint must be"):
         task_loss(m, batch, m.train_state(2), checkpoint=-1)
+
+
+def _same_history(a, b):
+    for key in ("loss", "accuracy", "grad_norm", "exponents", "failed", "failed_step"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    assert a.exponent_steps == b.exponent_steps
+    assert [s for s, _ in a.episodes] == [s for s, _ in b.episodes]
+
+
+@pytest.mark.parametrize("cell", ["tanh", "gru"])
+def test_training_stopped_and_resumed_equals_one_uninterrupted_run(cell):
+    """stop/resume carry the Adams, the generators, the failures and the records: the same numbers, bit for bit,
+    also when the state is resumed twice (it is not changed by resuming) and across a flossing episode."""
+    E = 3
+    cfg = ModelConfig(cell=cell, n_hidden=12, dtype="float64")
+    task = TaskConfig(name="xor", delay=4, seq_len=20, batch=4)
+    tc = TrainConfig(n_steps=14, record_every=4)
+    sched = FlossSchedule(pre_steps=2, every=5, episode_steps=2, max_episodes=2)
+
+    def run(**kw):
+        model = cfg.build(1, 1, n_networks=E, generator=gen(3))
+        gens = [gen(20 + e) for e in range(E)]
+        return model, gens, train(model, task, config=tc, floss_config=SMALL_FLOSS, schedule=sched, generator=gens,
+                                  **QUIET, **kw)
+
+    whole_model, _, whole = run()
+    model, gens, first = run(stop=7)  # across the first episode (at step 5), before the second (at step 10)
+    assert whole.state is None and first.state.step == 7 and first.loss.shape == (7, E)
+    for _ in range(2):
+        again = cfg.build(1, 1, n_networks=E, generator=gen(99))
+        again.load_state_dict(model.state_dict())
+        rest = train(again, task, config=tc, floss_config=SMALL_FLOSS, schedule=sched,
+                     generator=[gen(0) for _ in range(E)], resume=first.state, **QUIET)
+        _same_history(rest, whole)
+        assert all(torch.equal(p, q) for p, q in zip(again.parameters(), whole_model.parameters()))
+
+
+def test_stop_and_resume_are_checked_before_any_step():
+    m = ModelConfig(n_hidden=8).build(1, 1, n_networks=2, generator=gen(0))
+    task = TaskConfig(name="copy", delay=2, seq_len=10, batch=2)
+    tc = TrainConfig(n_steps=5, record_every=0)
+    kw = dict(config=tc, schedule=FlossSchedule.none(), **QUIET)
+    with pytest.raises(ValueError, match=r"stop must be an int with 1 <= stop <= 5 .*got 6"):
+        train(m, task, generator=gen(1), stop=6, **kw)
+    with pytest.raises(ValueError, match="stop and resume need explicit generators"):
+        train(m, task, stop=2, **kw)
+    state = train(m, task, generator=gen(1), stop=2, **kw).state
+    with pytest.raises(ValueError, match=r"stop must be an int with 3 <= stop <= 5 .*got 2"):
+        train(m, task, generator=gen(1), resume=state, stop=2, **kw)
+    with pytest.raises(ValueError, match="resume must be a TrainState"):
+        train(m, task, generator=gen(1), resume={"step": 2}, **kw)
+    with pytest.raises(ValueError, match="resume holds 2 networks but the model has 3"):
+        train(ModelConfig(n_hidden=8).build(1, 1, n_networks=3, generator=gen(0)), task, generator=gen(1),
+              resume=state, **kw)
+    with pytest.raises(ValueError, match="resume holds 1 generator states but 2"):
+        train(m, task, generator=[gen(1), gen(2)], resume=state, **kw)
+    with pytest.raises(ValueError, match="floss_optimizer or resume, not both"):
+        train(m, task, generator=gen(1), resume=state,
+              floss_optimizer=torch.optim.Adam([m.W, m.U, m.b], lr=1e-3), **kw)

@@ -102,26 +102,48 @@ def _flossing_adam(s: DelaySweep, model, preflossed: list, seeds: list) -> torch
     return opt
 
 
-def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list, device, progress: bool) -> dict:
-    """Training of networks a..b-1 of one condition's grid (task, delay, seed; ``DelaySweep.grid``) as one ensemble.
-    ``preflossed``: the preflossing shards' results, in seed order (empty: train the initial networks)."""
+def _shard_model(s: DelaySweep, a: int, b: int, device, per_seed: dict | None = None, per_network: dict | None = None):
+    """Networks a..b-1 of one condition's grid as one ensemble: (model, tasks, seeds), with the parameters
+    ``per_seed`` ({name: (S, ...)}, e.g. after preflossing), ``per_network`` ({name: (b - a, ...)}) or the initial
+    ones."""
     tasks = s.grid()[a:b]
     seeds = [e % s.n_networks for e in range(a, b)]
     model = initial_networks(s, seeds, device)  # (b - a networks)
-    if preflossed:
-        state = join([p["state"] for p in preflossed])  # every seed's preflossed parameters
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(state[name][seeds])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if per_network is not None:
+                p.copy_(per_network[name])
+            elif per_seed is not None:
+                p.copy_(per_seed[name][seeds])
+    return model, tasks, seeds
+
+
+def _first_episode(s: DelaySweep) -> int | None:
+    """The training step of the first flossing episode of "pre+during", if "pre" shares the training before it."""
+    shared = {"pre", "pre+during"} <= set(s.conditions) and s.schedule.pre_steps and s.schedule.max_episodes
+    return s.schedule.every if shared and 0 < s.schedule.every < s.train.n_steps else None
+
+
+def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list, device, progress: bool,
+                 prefix: dict | None = None, stop: int | None = None) -> dict:
+    """Training of networks a..b-1 of one condition's grid (task, delay, seed; ``DelaySweep.grid``) as one ensemble.
+    ``preflossed``: the preflossing shards' results, in seed order (empty: train the initial networks).
+    ``stop``: train only up to this step and return where it stopped (the prefix "pre" and "pre+during" share);
+    ``prefix``: go on from such a result (then ``preflossed`` is not used)."""
+    per_seed = join([p["state"] for p in preflossed]) if preflossed and not prefix else None  # {name: (S, ...)}
+    model, tasks, seeds = _shard_model(s, a, b, device, per_seed, prefix["state"] if prefix else None)
     schedule, floss_opt = FlossSchedule.none(), None
     if condition == "pre+during":
         schedule = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
                                  max_episodes=s.schedule.max_episodes)
-        if preflossed and s.episode_adam == "continued":
-            floss_opt = _flossing_adam(s, model, preflossed, seeds)
+    if preflossed and not prefix and s.episode_adam == "continued" and (condition == "pre+during" or stop):
+        floss_opt = _flossing_adam(s, model, preflossed, seeds)
     keys = [f"{t.name}/d{t.delay}/s{seed}" for t, seed in zip(tasks, seeds)]  # not the condition
     h = train(model, tasks, config=s.train, floss_config=s.floss_config(), schedule=schedule, progress=progress,
-              generator=network_generators(s.seed, "train", keys), floss_optimizer=floss_opt)
+              generator=network_generators(s.seed, "train", keys), floss_optimizer=floss_opt, stop=stop,
+              resume=prefix["train"] if prefix else None)
+    if stop is not None:
+        return {"state": {name: p.detach() for name, p in model.named_parameters()}, "train": h.state}
     return {"accuracy": h.accuracy, "loss": h.loss, "grad_norm": h.grad_norm, "exponents": h.exponents,
             "failed": h.failed, "exponent_steps": h.exponent_steps}
 
@@ -140,11 +162,15 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
     condition is not part of the name: the conditions of a task, delay and seed start from the same network and see
     the same batches until their flossing differs.
 
+    Work done once: preflossing runs once per seed; with both "pre" and "pre+during", their training up to the first
+    episode (step ``schedule.every``) runs once, as "prefix" shards that both conditions resume (``train``'s
+    stop/resume; the same numbers, bit for bit, as training each condition from step 0).
+
     Shards (``experiments.sharding``): preflossing runs as shards of at most ``sweep.shard_size`` seeds, and each
     condition's training as shards of at most ``shard_size`` of its networks, each an independent ensemble; a
-    training shard of a flossed condition depends on the preflossing shards. They run here one after the other or,
-    with ``cluster`` (a Dask ``Client``, scheduler address or Cluster), as Dask tasks at once: the same numbers,
-    bit for bit.
+    training shard of a flossed condition depends on the preflossing shards (and on its prefix shard). They run here
+    one after the other or, with ``cluster`` (a Dask ``Client``, scheduler address or Cluster), as Dask tasks at
+    once: the same numbers, bit for bit.
 
     Returns {"tasks", "delays", "conditions", and per condition c: c -> {"accuracy", "loss", "grad_norm":
     (train_steps, n_tasks, D, S), "exponents": (n_records, n_tasks, D, S, record_k), "exponent_steps",
@@ -158,17 +184,23 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
     J, D, S = len(s.tasks), len(s.delays), s.n_networks
     n = J * D * S  # networks per condition
     inner = progress and cluster is None  # the steps' progress bars in this process, the shards' on a cluster
+    first = _first_episode(s)
     with open_executor(cluster, progress=progress) as ex:
         pre, shards = [], []
         if any(c != "none" for c in s.conditions) and s.schedule.pre_steps:
             shards = [Shard("delay_sweep", a, b, "preflossing", "seeds") for a, b in ranges(S, s.shard_size)]
             pre = [ex.submit(sh, _prefloss_shard, s, sh.start, sh.stop, device, inner) for sh in shards]
-        tasks = list(pre)
+        tasks, prefixes = list(pre), {}
+        if first is not None:  # the training before the first episode, once for "pre" and "pre+during"
+            for a, b in ranges(n, s.shard_size):
+                sh = Shard("delay_sweep", a, b, f"training to step {first}")
+                prefixes[a] = ex.submit(sh, _train_shard, s, "pre", a, b, pre, device, inner, None, first)
         for i, c in enumerate(s.conditions):
             for a, b in ranges(n, s.shard_size):
                 shards.append(Shard("delay_sweep", i * n + a, i * n + b))
+                prefix = prefixes.get(a) if c in ("pre", "pre+during") else None
                 tasks.append(ex.submit(shards[-1], _train_shard, s, c, a, b, pre if c != "none" else [], device,
-                                       inner))
+                                       inner, prefix))
         done = ex.gather(tasks, shards)
     out = {"tasks": list(s.tasks), "delays": list(s.delays), "conditions": list(s.conditions)}
     if pre:

@@ -2,7 +2,7 @@
 ``config`` (TrainConfig, FlossSchedule), ``loss`` (the task loss of one step), ``tanh_bptt`` (its hand-written BPTT
 for TanhRNN ensembles, the default where it applies), ``loop`` (``train`` and its History)."""
 from .config import FlossSchedule, TrainConfig
-from .loop import History, train
+from .loop import History, TrainState, train
 from .loss import rollout, sample_task, task_loss
 
-__all__ = ["TrainConfig", "FlossSchedule", "History", "train", "rollout", "sample_task", "task_loss"]
+__all__ = ["TrainConfig", "FlossSchedule", "History", "TrainState", "train", "rollout", "sample_task", "task_loss"]

@@ -13,6 +13,7 @@ task loss at every step with ``weight``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -22,12 +23,13 @@ from tqdm.auto import tqdm
 from ..ensemble import clip_per_network_, frozen_step, grad_norm_per_network, nonfinite_networks
 from ..flossing import FlossConfig, FlossResult, check_floss_k, floss, flossed_parameters, flossing_loss, \
     flossing_spectrum
+from ..checks import check_int
 from ..rng import check_generator
 from ..tasks import TaskConfig
 from .config import FlossSchedule, TrainConfig
 from .loss import check_checkpoint, per_network_tasks, sample_task, task_loss
 
-__all__ = ["train", "History"]
+__all__ = ["train", "History", "TrainState"]
 
 
 @dataclass
@@ -41,6 +43,7 @@ class History:
     failed: (E,) networks frozen because their loss or gradient stopped being finite; failed_step: (E,) the training
         step where that happened (-1: never; -2: during preflossing).
     pre_floss: what preflossing did (None without it); episodes: [(step, FlossResult)] of flossing during training.
+    state: where a ``train(..., stop=s)`` call stopped (TrainState), None otherwise.
     """
     loss: torch.Tensor
     accuracy: torch.Tensor
@@ -51,6 +54,53 @@ class History:
     failed_step: torch.Tensor
     pre_floss: FlossResult | None = None
     episodes: list = field(default_factory=list)
+    state: TrainState | None = None
+
+
+@dataclass
+class TrainState:
+    """Where ``train(..., stop=s)`` stopped, to go on with ``train(..., resume=state)``, in this process or another,
+    with the same numbers as one uninterrupted call: the next training step, the states of both Adams and of every
+    generator, the failures and the records so far. The parameters are the model's own: resume on a model that holds
+    the stopped one's (the same model, or a copy). Resuming never changes the state (it may be resumed several
+    times, e.g. under two schedules that agree up to ``step``: conditions that share a prefix)."""
+    step: int  # the next training step
+    optimizer: dict  # state_dict of the training Adam
+    floss_optimizer: dict | None  # state_dict of the flossing Adam (None: none made yet)
+    generators: list  # get_state() of each generator
+    failed: torch.Tensor  # (E,)
+    failed_step: torch.Tensor  # (E,)
+    records: dict  # loss, accuracy, grad_norm: [(E,) per step]; exponent_steps; exponents: [(E, k) per record]
+    pre_floss: FlossResult | None
+    episodes: list
+
+
+def _generators(generator) -> list:
+    return list(generator) if isinstance(generator, (list, tuple)) else [generator]
+
+
+def _check_resume(stop, resume, generator, floss_optimizer, n_steps: int, E: int) -> int:
+    """The first training step; ValueError naming the argument where stop or resume cannot be honoured."""
+    start = 0
+    if resume is not None:
+        if not isinstance(resume, TrainState):
+            raise ValueError(f"resume must be a TrainState (History.state of a train(..., stop=...) call), "
+                             f"got {type(resume).__name__}")
+        if resume.failed.shape != (E,):
+            raise ValueError(f"resume holds {resume.failed.shape[0]} networks but the model has {E}")
+        if floss_optimizer is not None:
+            raise ValueError("give floss_optimizer or resume, not both: resume carries the flossing Adam")
+        start = check_int("resume.step", resume.step, 0, n_steps - 1, note=" (TrainConfig.n_steps - 1)")
+    if stop is not None:
+        check_int("stop", stop, start + 1, n_steps, note=f" (the first step{' after resume' if resume else ''} + 1 "
+                                                          "to TrainConfig.n_steps)")
+    if (stop is not None or resume is not None) and generator is None:
+        raise ValueError("stop and resume need explicit generators (generator=None draws from torch's global one, "
+                         "whose state a TrainState cannot carry)")
+    if resume is not None and len(resume.generators) != len(_generators(generator)):
+        raise ValueError(f"resume holds {len(resume.generators)} generator states but {len(_generators(generator))} "
+                         "generator(s) were given")
+    return start
 
 
 def _record_exponents(model, floss_config: FlossConfig, k: int, generator):
@@ -60,7 +110,7 @@ def _record_exponents(model, floss_config: FlossConfig, k: int, generator):
 
 def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss_config: FlossConfig = FlossConfig(),
           schedule: FlossSchedule = FlossSchedule(), generator=None, floss_optimizer=None,
-          progress: bool = True) -> History:
+          progress: bool = True, stop: int | None = None, resume: TrainState | None = None) -> History:
     """Train every network of ``model`` on ``task``, in place, with the flossing ``schedule``.
 
     Main arguments:
@@ -79,6 +129,9 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
             that preflossed these networks (the author keeps one flossing Adam from preflossing on); default: a new
             Adam with ``FlossConfig.lr`` at the first flossing step.
         progress: tqdm progress bar; False for silence.
+        stop: end before this training step (its History then has ``state``, a TrainState); default n_steps.
+        resume: go on from a TrainState (preflossing, if any, happened in the call that stopped): the records so far
+            are part of the returned History. stop and resume need explicit generators.
     """
     E = model.n_networks
     for name, value, cls in (("config", config, TrainConfig), ("floss_config", floss_config, FlossConfig),
@@ -87,6 +140,7 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
             raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
     check_checkpoint(config.checkpoint, "TrainConfig.checkpoint")  # before any training step
     check_generator(generator, E)
+    start = _check_resume(stop, resume, generator, floss_optimizer, config.n_steps, E)
     tasks = per_network_tasks(task, E)
     if tasks[0].n_inputs != model.input_size or tasks[0].n_outputs != model.output_size:
         raise ValueError(f"task {tasks[0].name!r} has {tasks[0].n_inputs} input and {tasks[0].n_outputs} target "
@@ -110,14 +164,28 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
     failed_step = torch.full((E,), -1, dtype=torch.long)
 
     pre = None
-    if schedule.pre_steps:
+    losses, accs, gnorms, exp_steps, exps, episodes = [], [], [], [], [], []
+    if resume is not None:  # copies: resuming leaves the state as it was
+        opt.load_state_dict(copy.deepcopy(resume.optimizer))
+        if resume.floss_optimizer is not None:
+            floss_opt = torch.optim.Adam(floss_params, lr=floss_config.lr)
+            floss_opt.load_state_dict(copy.deepcopy(resume.floss_optimizer))
+        for g, state in zip(_generators(generator), resume.generators):
+            g.set_state(state)
+        failed = resume.failed.to(failed.device, copy=True)
+        failed_step = resume.failed_step.clone()
+        r = resume.records
+        losses, accs, gnorms = list(r["loss"]), list(r["accuracy"]), list(r["grad_norm"])
+        exp_steps, exps, episodes = list(r["exponent_steps"]), list(r["exponents"]), list(resume.episodes)
+        pre = resume.pre_floss
+    elif schedule.pre_steps:
         floss_opt = floss_opt or torch.optim.Adam(floss_params, lr=floss_config.lr)
         pre = floss(model, schedule.pre_steps, config=floss_config, generator=generator, optimizer=floss_opt,
                     failed=failed, progress=progress)
         failed_step[pre.failed] = -2
 
-    losses, accs, gnorms, exp_steps, exps, episodes = [], [], [], [], [], []
-    for step in tqdm(range(config.n_steps), disable=not progress, desc="training"):
+    end = config.n_steps if stop is None else stop
+    for step in tqdm(range(start, end), initial=start, total=config.n_steps, disable=not progress, desc="training"):
         if schedule.episode_at(step, len(episodes)):
             floss_opt = floss_opt or torch.optim.Adam(floss_params, lr=floss_config.lr)
             was = failed.clone()
@@ -147,6 +215,15 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         losses.append(loss.detach().cpu())
         accs.append(acc.cpu())
 
+    state = None
+    if stop is not None:
+        state = TrainState(
+            step=end, optimizer=copy.deepcopy(opt.state_dict()),
+            floss_optimizer=None if floss_opt is None else copy.deepcopy(floss_opt.state_dict()),
+            generators=[g.get_state() for g in _generators(generator)], failed=failed.clone(),
+            failed_step=failed_step.clone(), pre_floss=pre, episodes=list(episodes),
+            records={"loss": list(losses), "accuracy": list(accs), "grad_norm": list(gnorms),
+                     "exponent_steps": list(exp_steps), "exponents": list(exps)})
     p = params[0]
     empty = torch.empty(0, E, dtype=p.dtype)
     return History(
@@ -155,5 +232,5 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
         grad_norm=torch.stack(gnorms) if gnorms else empty,
         exponent_steps=exp_steps,
         exponents=torch.stack(exps) if exps else torch.empty(0, E, record_k, dtype=p.dtype),
-        failed=failed.cpu(), failed_step=failed_step, pre_floss=pre, episodes=episodes,
+        failed=failed.cpu(), failed_step=failed_step, pre_floss=pre, episodes=episodes, state=state,
     )
