@@ -8,8 +8,11 @@ delay 20, float32, backward and Adam) in four situations, interleaved so that a 
   alone            nothing ran before in this process;
   after flossing   right after 20 flossing steps with the default (fast) engine, which runs worker threads;
   competing        while another process spins one core (a Python busy loop), to see whether training collapses
-                   when a core is taken (two intra-op threads waiting on each other);
-  competing, 1 thread   the same with torch on one thread.
+                   when a core is taken (two workers waiting on each other): the engines run their sub-batches on
+                   the cores other processes leave free (``floss_core.spectrum.runtime.free_cores``);
+  competing, not adapting   the same with that switched off (``runtime.ADAPT_TO_LOAD = False``): all workers;
+  competing, 1 thread   the same with torch on one thread;
+  alone, again     a second after the other process stopped.
 
 Prints ms per step (min / median) and the ratios of medians to "alone". Targets (issue "Speed II"): after flossing
 within 1.25x of alone; with a competing process within 2x of quiet. Check ``uptime`` first: run it on a quiet
@@ -24,6 +27,7 @@ import torch
 
 from _timing import timed
 from floss_core import FlossConfig, ModelConfig, TaskConfig, floss
+from floss_core.spectrum import runtime
 from floss_core.training import sample_task, task_loss
 
 
@@ -63,12 +67,17 @@ def main():
     time.sleep(0.5)
     try:
         runs["competing"] = times()
+        runtime.ADAPT_TO_LOAD = False
+        runs["competing, not adapting"] = times()
+        runtime.ADAPT_TO_LOAD = True
         torch.set_num_threads(1)
         runs["competing, 1 thread"] = times()
     finally:
+        runtime.ADAPT_TO_LOAD = True
         torch.set_num_threads(threads)
         stop.set()
         other.join()
+    time.sleep(1.0)  # the load estimate looks back at least 0.5 s
     runs["alone, again"] = times()
     base = statistics.median(runs["alone"])
     print(f"training step, E = {args.networks}, {threads} threads")
