@@ -107,24 +107,33 @@ def _loss_of(Vq, Vs, c, Q, S, y, m):
     return z, (bce * m).flatten(1).sum(1), (correct * m).flatten(1).sum(1)
 
 
-def _back_stretch(W4, U, V, Q, S, G, h_bar, A, P, grads, need):
+def _back_stretch(W4, U, V, Q, S, G, h_bar, A, grads, need):
     """The backward of one stretch: G (E, L, B, O) the gradient on its logits, h_bar (E, B, N) the gradient on its
-    last state from later steps (None after the last step), A, P (E, L, B, N) work buffers. Adds into ``grads``
-    [2 sum a^T q, [U_bar, b_bar]^T, sum G^T q, sum G^T [s, 1], c_bar, inputs' gradients]; returns the gradient on
-    the state before the stretch."""
+    last state from later steps (None after the last step), A (E, L, B, N) a work buffer for the adjoints. Adds
+    into ``grads`` [2 sum a^T q, [U_bar, b_bar]^T, sum G^T q, sum G^T [s, 1], c_bar, inputs' gradients]; returns
+    the gradient on the state before the stretch. Each step's G_t V and q (1 - q) are made when the step needs them
+    (in cache), not for the whole stretch in passes over memory (~8% of a training step at E = 27, one thread)."""
     E, L, B, N = Q.shape
-    torch.mul(G[..., :1], V[:, None, None, 0], out=A)  # a_t = G_t V + ..., elementwise (O is small)
-    for o in range(1, G.shape[-1]):
-        A.addcmul_(G[..., o:o + 1], V[:, None, None, o])
-    torch.addcmul(Q, Q, Q, value=-1, out=P)  # q (1 - q) = (1 - r^2) / 4
-    Av, Pv = A.unbind(1), P.unbind(1)
+    Av, Qv, Gv = A.unbind(1), Q.unbind(1), G.unbind(1)  # the per-step views, made once
+    Vo = [V[:, None, o] for o in range(G.shape[-1])]  # (E, 1, N) per output
+
+    def drive(t):  # a_t = G_t V (+ the rest, added later), elementwise (O is small)
+        torch.mul(Gv[t][..., :1], Vo[0], out=Av[t])
+        for o in range(1, len(Vo)):
+            Av[t].addcmul_(Gv[t][..., o:o + 1], Vo[o])
+
+    drive(L - 1)
     if h_bar is not None:
         Av[-1].add_(h_bar)
     C = torch.empty_like(Av[0], memory_format=torch.contiguous_format)  # (E, B, N)
-    bmm = torch.bmm
+    P = torch.empty_like(C)  # q (1 - q) = (1 - r^2) / 4 of the current step
+    bmm, addcmul = torch.bmm, torch.addcmul
     for t in range(L - 1, 0, -1):
-        Av[t - 1].addcmul_(Pv[t], bmm(Av[t], W4, out=C))  # a_{t-1} += q (1 - q) (a_t 4W)
-    h_bar = torch.bmm(Av[0], W4).mul_(Pv[0])  # onto the state before the stretch
+        drive(t - 1)
+        addcmul(Qv[t], Qv[t], Qv[t], value=-1, out=P)
+        Av[t - 1].addcmul_(P, bmm(Av[t], W4, out=C))  # a_{t-1} += q (1 - q) (a_t 4W)
+    addcmul(Qv[0], Qv[0], Qv[0], value=-1, out=P)
+    h_bar = torch.bmm(Av[0], W4).mul_(P)  # onto the state before the stretch
     A2, Q2, S2, G2 = A.view(E, L * B, N), Q.view(E, L * B, N), S.reshape(E, L * B, -1), G.reshape(E, L * B, -1)
     if need[0]:
         grads[0].baddbmm_(A2.mT, Q2, alpha=2)
@@ -169,7 +178,7 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
 
 def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
     """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the loss's
-    gradient, saved: what its forward kept, work (2, E, T, B, N) or None (checkpointed: buffers made here)."""
+    gradient, saved: what its forward kept, work (1, E, T, B, N) or None (checkpointed: buffers made here)."""
     S, *saved = saved
     E, T, B, I1 = S.shape
     g = (g / M.sum((1, 2, 3)))[:, None, None, None]  # on the masked BCE sum
@@ -180,18 +189,18 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
              torch.zeros(E, O, I1, **kw), torch.zeros(E, O, **kw), []]
     stretches = _stretches(T, checkpoint)
     if len(stretches) > 1:  # checkpointed: one stretch's buffers, reused
-        work = W.new_empty(3, E, stretches[0][1], B, N)
+        work = W.new_empty(2, E, stretches[0][1], B, N)
     h_bar = None
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
         if len(stretches) == 1:
-            (Q, z), (A, P) = saved, work
+            (Q, z), A = saved, work[0]
         else:  # recompute the stretch from the state kept before it
-            Q, A, P = work[:, :, :t1 - t0]
+            Q, A = work[:, :, :t1 - t0]
             _run_stretch(W4.mT.contiguous(), D, saved[0][k], S[:, t0:t1], Q)
             z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz, (E, L, B, O)
-        h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, P, grads, need)
+        h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, grads, need)
     U_bar, b_bar = grads[1][:, :-1].mT, grads[1][:, -1]
     W_bar = grads[0].sub_(b_bar[..., None])  # 2 sum a^T q - b_bar 1^T = sum a^T r
     V_bar = 0.5 * (grads[2] @ W4.mT + grads[3] @ D)  # sum G^T x, x_t = (4W q_{t-1} + D^T [s_t, 1]) / 2
@@ -229,7 +238,7 @@ class _TanhBPTT(torch.autograd.Function):
         k = ctx.n_saved
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
         E, B, T, _ = Y.shape
-        work = take_buffer((2, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A, P
+        work = take_buffer((1, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A
         need = ctx.needs_input_grad[:7]
         jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_loss[g], ctx.checkpoint, need,
                                                    None if work is None else work[:, g])
