@@ -65,10 +65,11 @@ def _same(a, b):
     return a == b
 
 
-def test_pre_and_pre_during_share_their_training_up_to_the_first_episode(monkeypatch):
+@pytest.mark.parametrize("episode_adam", ["continued", "new"])
+def test_pre_and_pre_during_share_their_training_up_to_the_first_episode(monkeypatch, episode_adam):
     """The training before the first episode runs once for both conditions (a prefix shard, resumed twice), with
     the same numbers, bit for bit, as each condition trained alone from step 0."""
-    sweep = dataclasses.replace(SWEEP, delays=(3, 4), n_networks=3, shard_size=4,
+    sweep = dataclasses.replace(SWEEP, delays=(3, 4), n_networks=3, shard_size=4, episode_adam=episode_adam,
                                 train=dataclasses.replace(SWEEP.train, n_steps=6, record_every=2),
                                 schedule=dataclasses.replace(SWEEP.schedule, every=3, max_episodes=2))
     module = __import__("importlib").import_module("floss_core.experiments.delay_sweep")

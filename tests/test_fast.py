@@ -340,7 +340,9 @@ def test_load_monitor_counts_the_cores_other_processes_keep_busy(tmp_path):
     assert mon.free() == 2
     stat.write_text("not a stat file")
     clock[0] = 3.0
-    assert mon.free() == 2  # unreadable: the last estimate
+    assert mon._busy() is None and mon.free() == 2  # unreadable: the last estimate
+    stat.write_text(_stat(0, 0).replace("cpu1", "cpu7"))
+    assert mon._busy() is None  # one of this process's CPUs is missing: no reading
 
 
 def test_load_monitor_without_proc_stat_says_every_core_is_free(tmp_path):

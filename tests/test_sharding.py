@@ -140,13 +140,15 @@ def test_local_cluster_workers_run_without_the_malloc_setting_that_slows_the_eng
     assert len(client.nthreads()) == 2 and set(client.nthreads().values()) == {1}
     monkeypatch.setattr(sharding, "_WARNED", set())
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", RuntimeWarning)
         fn, sweep = SWEEPS["complexity"]
         fn(sweep, progress=False, cluster=client)  # no warning
 
 
 def test_a_sweep_on_workers_with_the_slow_malloc_setting_warns_once_naming_it(monkeypatch):
     monkeypatch.setattr(sharding, "_WARNED", set())
+    for name in ("MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED"):  # Dask's nanny writes them into os.environ: undone
+        monkeypatch.delenv(name, raising=False)
     fn, sweep = SWEEPS["complexity"]
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.CRITICAL) as cluster, \
@@ -155,13 +157,15 @@ def test_a_sweep_on_workers_with_the_slow_malloc_setting_warns_once_naming_it(mo
         with pytest.warns(RuntimeWarning, match="1 of 1 Dask worker.*MALLOC_TRIM_THRESHOLD_.*local_cluster"):
             first = fn(sweep, progress=False, cluster=client)
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error", RuntimeWarning)
             assert_bit_identical(first, fn(sweep, progress=False, cluster=client))  # warned once; same numbers
 
 
-def test_local_cluster_rejects_a_bad_worker_count():
+def test_local_cluster_rejects_a_bad_worker_count_and_asynchronous_start():
     with pytest.raises(ValueError, match="n_workers must be an int >= 1.*got 0"):
         sharding.local_cluster(0)
+    with pytest.raises(ValueError, match="asynchronous=True"):
+        sharding.local_cluster(1, asynchronous=True)
 
 
 def test_an_unreachable_scheduler_raises_naming_its_address():

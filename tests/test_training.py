@@ -226,6 +226,10 @@ def test_stop_and_resume_are_checked_before_any_step():
               resume=state, **kw)
     with pytest.raises(ValueError, match="resume holds 1 generator states but 2"):
         train(m, task, generator=[gen(1), gen(2)], resume=state, **kw)
+    with pytest.raises(ValueError, match="stop needs a floss_optimizer that is one torch.optim.Adam.*got SGD"):
+        train(m, task, generator=gen(1), stop=2, floss_optimizer=torch.optim.SGD([m.W, m.U, m.b], lr=1e-3), **kw)
+    with pytest.raises(ValueError, match="FlossConfig.params order"):
+        train(m, task, generator=gen(1), stop=2, floss_optimizer=torch.optim.Adam([m.U, m.W, m.b], lr=1e-3), **kw)
     with pytest.raises(ValueError, match="floss_optimizer or resume, not both"):
         train(m, task, generator=gen(1), resume=state,
               floss_optimizer=torch.optim.Adam([m.W, m.U, m.b], lr=1e-3), **kw)

@@ -130,13 +130,13 @@ def _train_shard(s: DelaySweep, condition: str, a: int, b: int, preflossed: list
     ``preflossed``: the preflossing shards' results, in seed order (empty: train the initial networks).
     ``stop``: train only up to this step and return where it stopped (the prefix "pre" and "pre+during" share);
     ``prefix``: go on from such a result (then ``preflossed`` is not used)."""
-    per_seed = join([p["state"] for p in preflossed]) if preflossed and not prefix else None  # {name: (S, ...)}
+    per_seed = join([p["state"] for p in preflossed]) if preflossed else None  # {name: (S, ...)}
     model, tasks, seeds = _shard_model(s, a, b, device, per_seed, prefix["state"] if prefix else None)
     schedule, floss_opt = FlossSchedule.none(), None
     if condition == "pre+during":
         schedule = FlossSchedule(pre_steps=0, every=s.schedule.every, episode_steps=s.schedule.episode_steps,
                                  max_episodes=s.schedule.max_episodes)
-    if preflossed and not prefix and s.episode_adam == "continued" and (condition == "pre+during" or stop):
+    if preflossed and s.episode_adam == "continued" and (condition == "pre+during" or stop):
         floss_opt = _flossing_adam(s, model, preflossed, seeds)
     keys = [f"{t.name}/d{t.delay}/s{seed}" for t, seed in zip(tasks, seeds)]  # not the condition
     h = train(model, tasks, config=s.train, floss_config=s.floss_config(), schedule=schedule, progress=progress,
@@ -199,8 +199,8 @@ def delay_sweep(sweep: DelaySweep, *, device: str = "cpu", progress: bool = True
             for a, b in ranges(n, s.shard_size):
                 shards.append(Shard("delay_sweep", i * n + a, i * n + b))
                 prefix = prefixes.get(a) if c in ("pre", "pre+during") else None
-                tasks.append(ex.submit(shards[-1], _train_shard, s, c, a, b, pre if c != "none" else [], device,
-                                       inner, prefix))
+                tasks.append(ex.submit(shards[-1], _train_shard, s, c, a, b, pre if c != "none" and not prefix else [],
+                                       device, inner, prefix))
         done = ex.gather(tasks, shards)
     out = {"tasks": list(s.tasks), "delays": list(s.delays), "conditions": list(s.conditions)}
     if pre:

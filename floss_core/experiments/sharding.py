@@ -124,12 +124,17 @@ def worker_environment():
 def local_cluster(n_workers: int | None = None, **kwargs):
     """A ``distributed.LocalCluster`` for the sweeps: ``n_workers`` (default: one per core) single-threaded worker
     processes, started without the malloc setting that slows the engines (``worker_environment``); ``kwargs`` go
-    to LocalCluster (e.g. ``dashboard_address=None``). Use it as a context manager, or close it."""
+    to LocalCluster (e.g. ``dashboard_address=None``). Use it as a context manager, or close it. Workers its
+    nannies restart keep that environment unless this process's own has the variable; workers added later
+    (``scale``, ``adapt``) get Dask's default (the sweeps warn)."""
     check_int("n_workers", n_workers, 1, none=True)
     try:
         from distributed import LocalCluster
     except ImportError as err:
         raise ImportError(_NO_DASK) from err
+    if kwargs.get("asynchronous"):
+        raise ValueError("local_cluster starts its workers at once (asynchronous=True would start them after the "
+                         "worker environment is restored)")
     kwargs = {"threads_per_worker": 1, "processes": True, **kwargs}
     with worker_environment():
         return LocalCluster(n_workers=n_workers or os.cpu_count() or 1, **kwargs)
@@ -137,7 +142,8 @@ def local_cluster(n_workers: int | None = None, **kwargs):
 
 def slow_workers(client) -> list[str]:
     """The workers of ``client`` that run with ``MALLOC_TRIM_THRESHOLD_`` set (see above), by address."""
-    env = client.run(_slow_setting)
+    env = client.run(_slow_setting, on_error="ignore")  # {worker: value or the error of one that did not answer}
+    env = {worker: value for worker, value in env.items() if not isinstance(value, BaseException)}
     return sorted(worker for worker, value in env.items() if value is not None)
 
 
@@ -153,7 +159,10 @@ _WARNED: set = set()  # schedulers already warned about
 def warn_slow_workers(client) -> None:
     """A RuntimeWarning (once per scheduler) when some of the cluster's workers run with ``MALLOC_TRIM_THRESHOLD_``
     set, naming how many and the remedy."""
-    slow = slow_workers(client)
+    try:
+        slow = slow_workers(client)
+    except Exception:  # noqa: BLE001 - a worker that does not answer (dying, restarting): no warning, no failure
+        return
     address = client.scheduler.address
     if slow and address not in _WARNED:
         _WARNED.add(address)
@@ -261,7 +270,16 @@ class OnDask:
 def open_executor(cluster=None, *, progress: bool = True):
     """Where a sweep's shards run (see the module docstring): a context that releases the cluster's tasks (and closes
     a client it connected) on the way out, also after an error."""
-    executor = InProcess() if cluster is None else OnDask(*connect(cluster), progress)
+    if cluster is None:
+        executor = InProcess()
+    else:
+        client, owned = connect(cluster)
+        try:
+            executor = OnDask(client, owned, progress)
+        except BaseException:
+            if owned:
+                client.close()
+            raise
     try:
         yield executor
     finally:

@@ -86,24 +86,28 @@ class LoadMonitor:
     def __init__(self, every: float = 0.5, stat_path: str = "/proc/stat", clock=time.monotonic,
                  own_time=time.process_time):
         self.every, self.stat_path, self.clock, self.own_time = every, stat_path, clock, own_time
-        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        self.cpus = {f"cpu{i}" for i in affinity}  # the /proc/stat lines of the CPUs this process may run on
-        self.cores = len(self.cpus)
+        self._affinity()
         self._last = None  # (wall time, busy seconds of those CPUs, own CPU seconds)
         self._free = self.cores
         self._lock = threading.Lock()
 
+    def _affinity(self) -> None:
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        self.cpus = {f"cpu{i}" for i in affinity}  # the /proc/stat lines of the CPUs this process may run on
+        self.cores = len(self.cpus)
+
     def _busy(self) -> float | None:
         """Seconds the CPUs of this process's affinity spent busy since boot (None where /proc/stat cannot be read)."""
         try:
-            busy = 0
+            busy, seen = 0, 0
             with open(self.stat_path) as f:
                 for line in f:
                     fields = line.split()
                     if fields and fields[0] in self.cpus:
                         ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
                         busy += sum(ticks) - ticks[3] - ticks[4]
-            return busy / os.sysconf("SC_CLK_TCK")
+                        seen += 1
+            return busy / os.sysconf("SC_CLK_TCK") if seen == len(self.cpus) else None
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -113,6 +117,8 @@ class LoadMonitor:
         with self._lock:
             if self._last is not None and now - self._last[0] < self.every:
                 return self._free
+            if self.stat_path == "/proc/stat":  # (a test's file names its own CPUs)
+                self._affinity()
             busy, own = self._busy(), self.own_time()
             if busy is None:
                 return self._free

@@ -79,6 +79,15 @@ def _generators(generator) -> list:
     return list(generator) if isinstance(generator, (list, tuple)) else [generator]
 
 
+def _check_resumable(opt, params) -> None:
+    """A TrainState restores the flossing optimizer as one Adam over the flossed parameters in their order."""
+    group = opt.param_groups[0]["params"] if len(opt.param_groups) == 1 else []
+    if type(opt) is not torch.optim.Adam or [id(p) for p in group] != [id(p) for p in params]:
+        raise ValueError("stop needs a floss_optimizer that is one torch.optim.Adam over the flossed parameters in "
+                         "FlossConfig.params order (a TrainState restores it as such), got "
+                         f"{type(opt).__name__} with {len(opt.param_groups)} parameter group(s)")
+
+
 def _check_resume(stop, resume, generator, floss_optimizer, n_steps: int, E: int) -> int:
     """The first training step; ValueError naming the argument where stop or resume cannot be honoured."""
     start = 0
@@ -157,6 +166,8 @@ def train(model, task: TaskConfig, *, config: TrainConfig = TrainConfig(), floss
             {id(p) for p in floss_params}:
         raise ValueError("floss_optimizer must optimize exactly the flossed parameters (FlossConfig.params) of "
                          "this model")
+    if stop is not None and floss_opt is not None:
+        _check_resumable(floss_opt, floss_params)
     if schedule.flosses:  # flossing happens: k must fit (else k only sets how many exponents are recorded)
         check_floss_k(model, floss_config)
     record_k = config.recorded_k(floss_config.k, model.state_size)
