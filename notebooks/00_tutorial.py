@@ -22,8 +22,9 @@
 # flossing and the top of the spectrum flattens; (3) the gradient norm stops growing exponentially with the lag;
 # (4) on a delayed-copy task the preflossed networks reach high accuracy at least as fast as the plain ones.
 #
-# **Runtime.** 132 s on 2 CPU cores at the defaults below (one run, 2026-12-01; the flossing step
-# dominates and its result is cached, so a rerun only re-plots). `./run_all.sh --quick 00` runs a shrunken version.
+# **Runtime.** 69 s on 2 CPU cores at the defaults below (`./run_all.sh`, one run, quiet, 2026-12-02; 132 s on
+# 2026-12-01 on another 2-core CPU; the flossing step dominates and its result is cached, so a rerun only
+# re-plots). `./run_all.sh --quick 00` runs a shrunken version.
 #
 # Everything computed here is a call into the `floss_core` package; the notebook only chooses parameters and plots.
 

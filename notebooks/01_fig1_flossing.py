@@ -30,9 +30,9 @@
 # author's lr, and k = 16 does not converge with either mode (only the detached gradient on zero input, with 4
 # trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
-# **Runtime.** 122 s at the defaults on 2 CPU cores with `./run_all.sh 01` (the runner's default local Dask cluster,
-# two single-threaded workers; quiet, 2026-12-02); in one process on 2 threads it took 1154 s with the test suite
-# beside it for its first ~12 minutes. Figure 2 reuses the cached sweep (seconds).
+# **Runtime.** 107 s at the defaults on 2 CPU cores with `./run_all.sh` (the runner's default local Dask cluster,
+# two single-threaded workers; quiet, 2026-12-02; 122 s in an earlier run); in one process on 2 threads it took
+# 1154 s with the test suite beside it for its first ~12 minutes. Figure 2 reuses the cached sweep (seconds).
 # Cached, so re-plotting is instant.
 
 # %%

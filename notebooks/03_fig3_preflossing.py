@@ -20,9 +20,10 @@
 # (c) success rate vs delay (with counts): both succeed at short delays, preflossing keeps succeeding longer, both
 # fail at the longest; (d) steps to criterion of the successful networks vs delay.
 #
-# **Runtime.** 3003 s (figure 4 then 6 s from the cache) at the defaults with `./run_all.sh --cluster local 03 04`
-# (two single-threaded Dask workers on 2 cores, quiet machine, 2026-12-02). An earlier full run in one process on 2
-# threads took 9726 s while other jobs kept the load at 8-12. The sweep is shared with figure 4: the same cached
+# **Runtime.** 2256 s (figure 4 then 5 s from the cache) at the defaults with `./run_all.sh` (its default local Dask
+# cluster: two single-threaded workers on 2 cores, quiet machine, 2026-12-02). Before the workers started without
+# Dask's malloc setting (`floss_core.experiments.sharding.local_cluster`) it took 3003 s; in one process on 2 threads
+# 9726 s while other jobs kept the load at 8-12. The sweep is shared with figure 4: the same cached
 # sweep holds all three conditions.
 
 # %%

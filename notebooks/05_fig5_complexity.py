@@ -23,8 +23,9 @@
 # accuracy 1.00) and h = 2 by 0 of 3 (0.50); with k = 75, h = 2 by 2 of 3 (1.00, 0.50, 1.00). With `channel_xor` set,
 # a second pair of panels shows the XOR across C input channels.
 #
-# **Runtime.** 1037 s measured at the defaults with `./run_all.sh --cluster local 05 07` (two single-threaded Dask
-# workers on 2 cores, quiet machine, 2026-12-02): 135 networks x 3001 training steps plus 9 seeds x 500 flossing
+# **Runtime.** 751 s measured at the defaults with `./run_all.sh` (its default local Dask cluster: two
+# single-threaded workers on 2 cores, quiet machine, 2026-12-02; 1037 s before the workers started without Dask's
+# malloc setting): 135 networks x 3001 training steps plus 9 seeds x 500 flossing
 # steps per k > 0, done once for all levels. In one process on 2 threads expect somewhat longer (sharded sweeps ran
 # 1.4-1.9x faster on the cluster in `benchmarks/sharding.py`). To halve it: `n_networks = 5`, or
 # `train = {"n_steps": 1500}` (half the author's budget, as in our first figures).

@@ -25,8 +25,9 @@
 # should leave it near its initial value. The author has no gated-cell code: H, k, the delay and the initializations
 # here are our own choices.
 #
-# **Runtime.** 1264 s (21 minutes) at the defaults with `./run_all.sh --cluster local 06` on 2 CPU cores (two
-# single-threaded Dask workers, now the runner's default at paper scale; quiet machine, 2026-12-02). In one process on 2
+# **Runtime.** 1006 s (17 minutes) at the defaults with `./run_all.sh` on 2 CPU cores (two single-threaded Dask
+# workers, the runner's default at paper scale; quiet machine, 2026-12-02; 1264 s before the workers started without
+# Dask's malloc setting). In one process on 2
 # threads (`--cluster none`) expect about 2.4x that: the d = 20 sweep below took 3191 s there, its d = 10 twin 1324 s
 # on the cluster. Each k costs about a sixth of it.
 

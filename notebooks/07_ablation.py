@@ -28,9 +28,10 @@
 # **What to look for.** Per arm, the success rates of the three conditions with 95% Wilson intervals; Fisher's
 # exact p of each arm against the author's settings, per condition, in the numbers file.
 #
-# **Runtime.** 1052 s measured at the defaults with `./run_all.sh --cluster local 05 07` (two single-threaded Dask
-# workers on 2 cores, quiet machine, 2026-12-02; 9 networks per arm and condition; the half-budget arm costs a
-# quarter, the episode-Adam arm runs only "pre+during": the Adam of the episodes changes nothing else).
+# **Runtime.** 716 s measured at the defaults with `./run_all.sh` (two single-threaded Dask workers on 2 cores, quiet
+# machine, 2026-12-02; 1052 s before the workers started without Dask's malloc setting; 9 networks per arm and
+# condition; the half-budget arm costs a quarter, the episode-Adam arm runs only "pre+during": the Adam of the
+# episodes changes nothing else).
 
 # %%
 from functools import partial

@@ -54,7 +54,10 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
 
     # 2. the tangent recursion on rows: QTs[t] = Q^T entering step t (orthonormal rows right after a QR)
     Wb = W.unsqueeze(1).expand(E, B, N, N).reshape(M, N, N)  # one W per trajectory (a view when B = 1)
-    WbT = Wb.mT.contiguous()  # (M, N, N): as the bmm's second operand a transposed view costs 20-35% more
+    # (M, N, N): as the bmm's second operand a transposed view costs 20-35% more at k = 75; copied from k = 16 on,
+    # where both give the same bits (measured at N = 80); below, MKL sums small products (k = 1-3) in another order
+    # for the two layouts, and the committed figures were computed with the view
+    WbT = Wb.mT.contiguous() if k >= 16 else Wb.mT
     QTs = take_buffer((T + 1, M, k, N), W.dtype, W.device)
     QTs[0] = Q0.reshape(M, N, k).mT
     probe, probe64 = make_probe(k, W.dtype, W.device), make_probe(k, torch.float64, W.device)

@@ -160,7 +160,10 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
     E, B, T, _ = X.shape
     S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
     W4, D, Vq, Vs = _folded(W, U, b, V)
-    W4t = W4.mT.contiguous()  # (E, N, N): a transposed view as the bmm's second operand costs ~40% more per step
+    # (E, N, N): a transposed view as the bmm's second operand costs ~40% more per step at B = 16; copied from 16 rows
+    # on, where both give the same bits at the figures' sizes; with fewer rows MKL may sum in another order (float64,
+    # N = 12, B = 3: 7e-16), and the committed figures were computed with the view
+    W4t = W4.mT.contiguous() if B >= 16 else W4.mT
     u = 2 * h0  # (E, B, N)
     stretches = _stretches(T, checkpoint)
     if Q is None:  # checkpointed: one stretch's buffer, reused, and the state before every stretch
@@ -197,7 +200,7 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
             (Q, z), A = saved, work[0]
         else:  # recompute the stretch from the state kept before it
             Q, A = work[:, :, :t1 - t0]
-            _run_stretch(W4.mT.contiguous(), D, saved[0][k], S[:, t0:t1], Q)
+            _run_stretch(W4.mT.contiguous() if B >= 16 else W4.mT, D, saved[0][k], S[:, t0:t1], Q)
             z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz, (E, L, B, O)
         h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, grads, need)
