@@ -325,8 +325,8 @@ def test_load_monitor_counts_the_cores_other_processes_keep_busy(tmp_path):
     tick = os.sysconf("SC_CLK_TCK")
     stat = tmp_path / "stat"
     clock, own = [0.0], [0.0]
-    mon = runtime.LoadMonitor(every=0.5, stat_path=str(stat), clock=lambda: clock[0], own_time=lambda: own[0])
-    mon.cpus, mon.cores = {"cpu0", "cpu1"}, 2
+    mon = runtime.LoadMonitor(every=0.5, stat_path=str(stat), clock=lambda: clock[0], own_time=lambda: own[0],
+                              cpus=[0, 1])
     stat.write_text(_stat(0, 0))
     assert mon.free() == 2  # first reading: no estimate yet
     clock[0] = 1.0

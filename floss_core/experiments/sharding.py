@@ -143,8 +143,7 @@ def local_cluster(n_workers: int | None = None, **kwargs):
 def slow_workers(client) -> list[str]:
     """The workers of ``client`` that run with ``MALLOC_TRIM_THRESHOLD_`` set (see above), by address."""
     env = client.run(_slow_setting, on_error="ignore")  # {worker: value or the error of one that did not answer}
-    env = {worker: value for worker, value in env.items() if not isinstance(value, BaseException)}
-    return sorted(worker for worker, value in env.items() if value is not None)
+    return sorted(worker for worker, value in env.items() if value is not None and not isinstance(value, BaseException))
 
 
 def _slow_setting():

@@ -81,18 +81,20 @@ class LoadMonitor:
     two workers wait on each other (measured on a 2-core CPU, an 8-network training step: 2.07x the quiet time on 2
     workers, 1.08x on one thread), so they run on the cores that are free. Non-blocking: ``free()`` reads
     /proc/stat at most every ``every`` seconds and otherwise returns the last estimate; the first call, and any
-    system without /proc/stat, says every core is free. ``clock`` and ``own_time`` (seconds) are for tests."""
+    system without /proc/stat, says every core is free. The CPUs are those this process may run on (read again at
+    every reading), or ``cpus`` (their numbers); ``clock`` and ``own_time`` (seconds) are for tests."""
 
     def __init__(self, every: float = 0.5, stat_path: str = "/proc/stat", clock=time.monotonic,
-                 own_time=time.process_time):
-        self.every, self.stat_path, self.clock, self.own_time = every, stat_path, clock, own_time
+                 own_time=time.process_time, cpus=None):
+        self.every, self.stat_path, self.clock, self.own_time, self.fixed = every, stat_path, clock, own_time, cpus
         self._affinity()
         self._last = None  # (wall time, busy seconds of those CPUs, own CPU seconds)
         self._free = self.cores
         self._lock = threading.Lock()
 
     def _affinity(self) -> None:
-        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        affinity = self.fixed if self.fixed is not None else \
+            os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
         self.cpus = {f"cpu{i}" for i in affinity}  # the /proc/stat lines of the CPUs this process may run on
         self.cores = len(self.cpus)
 
@@ -117,8 +119,7 @@ class LoadMonitor:
         with self._lock:
             if self._last is not None and now - self._last[0] < self.every:
                 return self._free
-            if self.stat_path == "/proc/stat":  # (a test's file names its own CPUs)
-                self._affinity()
+            self._affinity()
             busy, own = self._busy(), self.own_time()
             if busy is None:
                 return self._free

@@ -83,9 +83,13 @@ def _folded(W, U, b, V):
     return W4, D, 0.5 * V @ W4, 0.5 * V @ D.mT
 
 
-def _run_stretch(W4t, D, u0, S, Q):
+def _run_stretch(W4, D, u0, S, Q):
     """Steps from the scaled state u0 (E, B, N) with [s_t, 1] in S (E, L, B, I + 1): Q (E, L, B, N) receives the
     sigmoid q_{t-1} entering each step. Returns the last scaled state (E, B, N); the others are not kept."""
+    # (E, N, N): a transposed view as the bmm's second operand costs ~40% more per step at B = 16; copied from 16 rows
+    # on, where both give the same bits at the figures' sizes; with fewer rows MKL may sum in another order (float64,
+    # N = 12, B = 3: 7e-16), and the committed figures were computed with the view
+    W4t = W4.mT.contiguous() if u0.shape[1] >= 16 else W4.mT
     u = torch.empty_like(u0, memory_format=torch.contiguous_format)  # (E, B, N)
     Qv, Sv = Q.unbind(1), S.unbind(1)  # the per-step views, made once
     bmm, sigmoid = torch.bmm, torch.sigmoid
@@ -160,10 +164,6 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
     E, B, T, _ = X.shape
     S = torch.cat([X.transpose(1, 2), X.new_ones(E, T, B, 1)], -1)  # [s_t, 1] (E, T, B, I + 1)
     W4, D, Vq, Vs = _folded(W, U, b, V)
-    # (E, N, N): a transposed view as the bmm's second operand costs ~40% more per step at B = 16; copied from 16 rows
-    # on, where both give the same bits at the figures' sizes; with fewer rows MKL may sum in another order (float64,
-    # N = 12, B = 3: 7e-16), and the committed figures were computed with the view
-    W4t = W4.mT.contiguous() if B >= 16 else W4.mT
     u = 2 * h0  # (E, B, N)
     stretches = _stretches(T, checkpoint)
     if Q is None:  # checkpointed: one stretch's buffer, reused, and the state before every stretch
@@ -172,7 +172,7 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
     for k, (t0, t1) in enumerate(stretches):
         if len(stretches) > 1:
             kept[k] = u
-        u = _run_stretch(W4t, D, u, S[:, t0:t1], Q[:, :t1 - t0])
+        u = _run_stretch(W4, D, u, S[:, t0:t1], Q[:, :t1 - t0])
         z, b_, c_ = _loss_of(Vq, Vs, c, Q[:, :t1 - t0], S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
     n = M.sum((1, 2, 3))  # (E,) defined targets
@@ -181,7 +181,8 @@ def _forward_group(W, U, b, V, c, h0, X, Y, M, checkpoint, Q):
 
 def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
     """Gradients of (W, U, b, V, c, h0, inputs) for one sub-batch, None where not needed; g (E,) the loss's
-    gradient, saved: what its forward kept, work (1, E, T, B, N) or None (checkpointed: buffers made here)."""
+    gradient, saved: what its forward kept, work (E, T, B, N) for the adjoints or None (checkpointed: buffers made
+    here)."""
     S, *saved = saved
     E, T, B, I1 = S.shape
     g = (g / M.sum((1, 2, 3)))[:, None, None, None]  # on the masked BCE sum
@@ -197,10 +198,10 @@ def _backward_group(W, U, b, V, c, Y, M, saved, g, checkpoint, need, work):
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
         if len(stretches) == 1:
-            (Q, z), A = saved, work[0]
+            (Q, z), A = saved, work
         else:  # recompute the stretch from the state kept before it
             Q, A = work[:, :, :t1 - t0]
-            _run_stretch(W4.mT.contiguous() if B >= 16 else W4.mT, D, saved[0][k], S[:, t0:t1], Q)
+            _run_stretch(W4, D, saved[0][k], S[:, t0:t1], Q)
             z = _loss_of(Vq, Vs, c, Q, S[:, t0:t1], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz, (E, L, B, O)
         h_bar = _back_stretch(W4, U, V, Q, S[:, t0:t1], G, h_bar, A, grads, need)
@@ -241,10 +242,10 @@ class _TanhBPTT(torch.autograd.Function):
         k = ctx.n_saved
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
         E, B, T, _ = Y.shape
-        work = take_buffer((1, E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # A
+        work = take_buffer((E, T, B, W.shape[-1]), W.dtype, W.device) if k == 3 else None  # the adjoints A
         need = ctx.needs_input_grad[:7]
         jobs = [lambda g=g, sv=sv: _backward_group(*(a[g] for a in args), sv, g_loss[g], ctx.checkpoint, need,
-                                                   None if work is None else work[:, g])
+                                                   None if work is None else work[g])
                 for g, sv in zip(ctx.groups, per_group)]
         out = run_jobs(ctx.workers, jobs, ctx.one_thread, W.device.type)
         if work is not None:
