@@ -346,8 +346,69 @@ def test_load_monitor_counts_the_cores_other_processes_keep_busy(tmp_path):
 
 
 def test_load_monitor_without_proc_stat_says_every_core_is_free(tmp_path):
-    mon = runtime.LoadMonitor(every=0.0, stat_path=str(tmp_path / "missing"))
-    assert mon.free() == mon.cores and mon.free() == mon.cores >= 1
+    clock = [0.0]
+    mon = runtime.LoadMonitor(stat_path=str(tmp_path / "missing"), clock=lambda: clock[0])
+    assert mon.free() == mon.cores
+    clock[0] = 1.0
+    assert mon.free() == mon.cores >= 1
+
+
+def test_load_monitor_starts_a_new_baseline_when_its_cpus_change(tmp_path):
+    """Busy times of different CPU sets are never subtracted: widening from 2 to 4 quiet CPUs reads 4 free at the
+    first comparable reading, not a phantom busy core."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    four = _stat(0, 0) + "".join(f"cpu{i} {5 * tick} 0 0 1000 0 0 0 0 0 0\n" for i in (2, 3))
+    stat.write_text(four)
+    clock = [0.0]
+    mon = runtime.LoadMonitor(stat_path=str(stat), clock=lambda: clock[0], own_time=lambda: 0.0, cpus=[0, 1])
+    assert mon.free() == 2
+    mon.fixed = [0, 1, 2, 3]  # the affinity changed
+    clock[0] = 1.0
+    assert mon.free() <= 2  # a new baseline: no estimate for the new set yet
+    clock[0] = 2.0
+    assert mon.free() == 4
+
+
+def test_load_monitor_in_a_forked_child_does_not_count_the_parents_cpu_time(tmp_path):
+    """A forked child's own CPU time restarts: compared with the parent's baseline, the parent's work would look
+    like another process's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(_stat(0, 0))
+    clock, own = [0.0], [5.0]
+    mon = runtime.LoadMonitor(stat_path=str(stat), clock=lambda: clock[0], own_time=lambda: own[0], cpus=[0, 1])
+    assert mon.free() == 2
+    mon._pid = -1  # as in a child forked after that reading
+    clock[0], own[0] = 1.0, 0.0
+    stat.write_text(_stat(tick, 0))  # a core busy for a second: the parent's work before the fork
+    assert mon.free() == 2  # a new baseline, not "one core busy with others"
+    clock[0] = 2.0
+    stat.write_text(_stat(2 * tick, 0))
+    assert mon.free() == 1  # measured from the child's own baseline on
+
+
+@pytest.mark.parametrize("kw, match", [(dict(every=0), "every"), (dict(every=-1), "every"),
+                                       (dict(cpus=[]), "cpus"), (dict(cpus=[0, -1]), "cpus")])
+def test_load_monitor_rejects_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        runtime.LoadMonitor(**kw)
+
+
+def test_load_monitor_treats_a_short_cpu_line_as_unreadable(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text(_stat(0, 0).replace("cpu1 0 0 0 1000 0 0 0 0 0 0", "cpu1 0 0"))
+    assert runtime.LoadMonitor(stat_path=str(stat), cpus=[0, 1])._busy() is None
+
+
+def test_engines_under_inference_mode_leave_no_inference_buffers_behind():
+    """A call under torch.inference_mode() and then one with gradients: the pooled buffers are normal tensors."""
+    m, x, h0, Q0 = setup(12, 5, 40, gain=1.0, E=4, B=1)
+    runtime.clear_workspace()
+    with torch.inference_mode():
+        fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, group=4, workers=1)
+    fast_lyapunov_spectrum(m, x, 5, h0=h0, Q0=Q0, group=4, workers=1).sum().backward()
+    assert m.W.grad is not None and torch.isfinite(m.W.grad).all()
 
 
 def test_run_jobs_runs_on_the_free_cores_only(monkeypatch):

@@ -168,6 +168,36 @@ def test_local_cluster_rejects_a_bad_worker_count_and_asynchronous_start():
         sharding.local_cluster(1, asynchronous=True)
 
 
+def test_worker_environment_keeps_dasks_config_when_distributed_is_first_imported_inside_it():
+    """In a fresh process: importing dask.distributed (and so its config defaults) first within the block must not
+    make the block remove the whole "distributed" config section on the way out; the variable is back afterwards."""
+    code = textwrap.dedent("""
+        import os
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "123"
+        import dask
+        from floss_core.experiments import sharding
+        with sharding.worker_environment():
+            assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            import distributed  # noqa: F401
+            assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is None
+        assert dask.config.get("distributed.comm.timeouts.connect")
+        assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == 65536
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "123"
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_open_cluster_names_what_it_takes_for_none():
+    from floss_core.repro.cluster import check_cluster_spec
+    from floss_core.repro.settings import UsageError
+
+    with pytest.raises(UsageError, match="'none' means no cluster"):
+        check_cluster_spec("none")
+    with pytest.raises(UsageError, match="'local', 'none' or a scheduler address.*got 'nowhere'"):
+        check_cluster_spec("nowhere")
+
+
 def test_an_unreachable_scheduler_raises_naming_its_address():
     fn, sweep = SWEEPS["complexity"]
     address = f"tcp://127.0.0.1:{free_port()}"

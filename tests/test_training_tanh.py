@@ -162,6 +162,18 @@ def test_graphs_alive_at_once_keep_their_own_buffers():
     assert not torch.allclose(g1, g2)
 
 
+def test_a_call_under_inference_mode_gives_the_same_loss_and_spoils_no_later_call():
+    """The engine's pooled buffers are normal tensors also when made under torch.inference_mode(), so that worker
+    threads (outside inference mode) may write them and later calls with gradients may reuse them."""
+    model, batch = make_case(4, 4, 1, 1, 20, seed=14)
+    h0 = model.train_state(4)
+    with torch.inference_mode():
+        inferred = tanh_task_loss(model, batch, h0)[0]
+    loss, _, grads = loss_and_grads(tanh_task_loss, model, batch)
+    torch.testing.assert_close(inferred.clone(), loss, rtol=0, atol=0)
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
 def test_batches_in_another_memory_layout_give_the_same_numbers():
     model, batch = make_case(3, 4, 2, 2, 20, seed=16)
     ref = loss_and_grads(tanh_task_loss, model, batch, checkpoint=6)

@@ -108,9 +108,14 @@ def worker_environment():
     """Within the block, Dask nannies start their workers without ``MALLOC_TRIM_THRESHOLD_`` (see above). Wrap the
     creation of a Dask cluster in it. Dask's nanny also writes the variable into the environment of the process that
     starts it (where it stays, and where it would take precedence over the config), so the block removes it from
-    ``os.environ`` too and puts back what was there on the way out."""
+    ``os.environ`` too and puts back what was there on the way out. Needs dask.distributed 2023.9.1 or later (a
+    None in the nanny's environment config unsets the variable from then on)."""
     import dask
 
+    try:  # its config defaults first: else the block would end by removing the whole "distributed" config section
+        import distributed  # noqa: F401
+    except ImportError:
+        pass
     before = os.environ.pop(SLOW_WORKER_ENV, None)
     try:
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{SLOW_WORKER_ENV}": None}):

@@ -47,6 +47,9 @@ class ClusterInfo:
 
 def check_cluster_spec(spec: str) -> None:
     """UsageError unless ``spec`` is "local" or looks like a scheduler address "SCHEME://HOST:PORT"."""
+    if spec == "none":
+        raise UsageError("--cluster 'none' means no cluster: the runner handles it; open_cluster needs 'local' or an "
+                         "address like tcp://HOST:PORT")
     scheme, sep, rest = spec.partition("://")
     if spec != LOCAL and not (sep and scheme and rest):
         raise UsageError(f"--cluster must be 'local', 'none' or a scheduler address like tcp://HOST:PORT, got {spec!r}")

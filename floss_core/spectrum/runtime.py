@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from ..checks import check_number
+
 __all__ = ["run_jobs", "take_buffer", "give_buffer", "clear_workspace", "MIN_INTRAOP_FLOPS", "free_cores",
            "LoadMonitor"]
 
@@ -37,17 +39,22 @@ _WORKSPACE_LOCK = threading.RLock()  # worker threads take and give buffers conc
 
 
 def take_buffer(shape, dtype, device) -> torch.Tensor:
+    """An uninitialized buffer: one kept from an earlier call (CPU) or a new one. Always a normal tensor, also inside
+    ``torch.inference_mode()`` (an inference tensor, once pooled, could not be written by a later call with grad)."""
     device = torch.device(device)
     if device.type == "cpu":
         with _WORKSPACE_LOCK:
             free = _WORKSPACE.get((tuple(shape), dtype))
             if free:
                 return free.pop()
-    return torch.empty(shape, dtype=dtype, device=device)
+    with torch.inference_mode(False):
+        return torch.empty(shape, dtype=dtype, device=device)
 
 
 def give_buffer(buf: torch.Tensor) -> None:
-    if buf.device.type == "cpu":
+    """Keep ``buf`` for a later ``take_buffer`` of its shape and dtype (CPU, at most a few per shape; never an
+    inference tensor)."""
+    if buf.device.type == "cpu" and not buf.is_inference():
         with _WORKSPACE_LOCK:
             free = _WORKSPACE.setdefault((tuple(buf.shape), buf.dtype), [])
             if len(free) < _WORKSPACE_KEEP:
@@ -82,30 +89,44 @@ class LoadMonitor:
     workers, 1.08x on one thread), so they run on the cores that are free. Non-blocking: ``free()`` reads
     /proc/stat at most every ``every`` seconds and otherwise returns the last estimate; the first call, and any
     system without /proc/stat, says every core is free. The CPUs are those this process may run on (read again at
-    every reading), or ``cpus`` (their numbers); ``clock`` and ``own_time`` (seconds) are for tests."""
+    every reading), or ``cpus`` (their numbers); ``clock`` and ``own_time`` (seconds) are for tests. A reading
+    after the CPU set changed, or in a forked child (whose own CPU time restarts), starts a new baseline instead of
+    comparing with the old one."""
 
     def __init__(self, every: float = 0.5, stat_path: str = "/proc/stat", clock=time.monotonic,
                  own_time=time.process_time, cpus=None):
-        self.every, self.stat_path, self.clock, self.own_time, self.fixed = every, stat_path, clock, own_time, cpus
+        self.every = check_number("LoadMonitor every (seconds)", every, 0, low_open=True)
+        if cpus is not None:
+            cpus = list(cpus)
+            if not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
+                raise ValueError(f"LoadMonitor cpus must be a non-empty list of CPU numbers >= 0, got {cpus!r}")
+        self.stat_path, self.clock, self.own_time, self.fixed = stat_path, clock, own_time, cpus
         self._affinity()
-        self._last = None  # (wall time, busy seconds of those CPUs, own CPU seconds)
         self._free = self.cores
-        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()  # also replaces a lock a fork may have copied while held
+        self._pid = os.getpid()
+        self._last = None  # (wall time, busy seconds of those CPUs, own CPU seconds, the CPUs)
 
     def _affinity(self) -> None:
         affinity = self.fixed if self.fixed is not None else \
             os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        self.cpus = {f"cpu{i}" for i in affinity}  # the /proc/stat lines of the CPUs this process may run on
-        self.cores = len(self.cpus)
+        self.cpus = frozenset(f"cpu{i}" for i in affinity)  # the /proc/stat lines of the CPUs this process may use
+        self.cores = max(1, len(self.cpus))
 
     def _busy(self) -> float | None:
-        """Seconds the CPUs of this process's affinity spent busy since boot (None where /proc/stat cannot be read)."""
+        """Seconds the CPUs of this process's affinity spent busy since boot (None where /proc/stat cannot be read
+        or lacks one of them)."""
         try:
             busy, seen = 0, 0
             with open(self.stat_path) as f:
                 for line in f:
                     fields = line.split()
                     if fields and fields[0] in self.cpus:
+                        if len(fields) < 9:
+                            return None
                         ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
                         busy += sum(ticks) - ticks[3] - ticks[4]
                         seen += 1
@@ -115,6 +136,8 @@ class LoadMonitor:
 
     def free(self) -> int:
         """Cores of this process's affinity not busy with other processes (at least 1)."""
+        if self._pid != os.getpid():  # a forked child: its own CPU time is not the parent's
+            self._reset()
         now = self.clock()
         with self._lock:
             if self._last is not None and now - self._last[0] < self.every:
@@ -123,11 +146,13 @@ class LoadMonitor:
             busy, own = self._busy(), self.own_time()
             if busy is None:
                 return self._free
-            if self._last is not None:
-                wall, busy0, own0 = self._last
+            if self._last is not None and self._last[3] == self.cpus:
+                wall, busy0, own0, _ = self._last
                 others = max(0.0, (busy - busy0) - (own - own0)) / (now - wall)  # cores busy with others
                 self._free = max(1, min(self.cores, round(self.cores - others)))
-            self._last = (now, busy, own)
+            else:
+                self._free = min(self._free, self.cores) if self._last is not None else self.cores
+            self._last = (now, busy, own, self.cpus)
             return self._free
 
 
