@@ -107,14 +107,18 @@ def concat_networks(models: Sequence):
 def tile_optimizer(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], times: int):
     """A new optimizer of the same class and settings over ``params``, the parameters of a ``tile_networks(model,
     times)`` copy, whose per-network state is ``times`` copies of ``optimizer``'s (state tensors shaped like their
-    parameter are repeated along the network dimension; scalars such as Adam's step are copied). So a tiled ensemble
-    continues exactly as each original network would (e.g. one flossing Adam from preflossing into later episodes)."""
+    parameter are repeated along the network dimension; scalars such as Adam's step are copied) and whose parameter
+    groups keep their own settings. So a tiled ensemble continues exactly as each original network would (e.g. one
+    flossing Adam from preflossing into later episodes)."""
     check_int("times", times, 1)
     old = [p for group in optimizer.param_groups for p in group["params"]]
     if len(old) != len(params) or any(q.shape[1:] != p.shape[1:] or p.shape[0] != times * q.shape[0]
                                       for q, p in zip(old, params)):
         raise ValueError("params must be the tiled copies of the optimizer's parameters, in the same order")
-    out = type(optimizer)(params, **optimizer.defaults)
+    tiled_of = dict(zip(map(id, old), params))
+    groups = [{**{key: copy.deepcopy(value) for key, value in group.items() if key != "params"},
+               "params": [tiled_of[id(q)] for q in group["params"]]} for group in optimizer.param_groups]
+    out = type(optimizer)(groups, **optimizer.defaults)  # each group's own settings (e.g. an lr a scheduler changed)
     for q, p in zip(old, params):
         for key, value in optimizer.state.get(q, {}).items():
             tiled = isinstance(value, torch.Tensor) and value.shape == q.shape

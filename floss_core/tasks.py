@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 
 from .checks import check_choice, check_dtype, check_int, check_number
-from .rng import draw
+from .rng import check_generator, draw
 
 __all__ = ["TASKS", "TaskBatch", "TaskConfig", "InputEncoding", "make_batch", "task_n_bits", "delay_from_author",
            "random_bits", "bit_signal"]
@@ -181,6 +181,7 @@ def make_batch(task: str, *, delay: int, seq_len: int, batch: int, n_networks: i
     B = check_int("batch", batch, 1)
     E = check_int("n_networks", n_networks, 1)
     C = check_int("n_channels", n_channels, 1)
+    check_generator(generator, E)
     dtype = check_dtype("dtype", dtype)
     if task == "channel_xor" and C < 2:
         raise ValueError(f"task 'channel_xor' needs n_channels >= 2 (the XOR of the channels), got {C}")

@@ -176,3 +176,27 @@ def test_tiled_optimizer_continues_each_copy_as_its_original_alone():
         torch.testing.assert_close(tiled.W[i], alone.W[1], atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="tiled copies"):
         tile_optimizer(opt, flossed_parameters(tiled, cfg)[:2], 3)
+
+
+def test_tiled_optimizer_keeps_each_parameter_groups_settings():
+    """Groups with their own lr (one changed by a scheduler too) keep it: the copies step as the original does."""
+    from floss_core.ensemble import tile_networks, tile_optimizer
+
+    m = TanhRNN(1, 3, 1, n_networks=1, generator=gen(72), dtype=torch.float64)
+    opt = torch.optim.Adam([{"params": [m.W], "lr": 1e-2}, {"params": [m.U, m.b], "lr": 1e-3}], lr=5e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1)
+
+    def step(model, o):
+        o.zero_grad()
+        (model.W.pow(2).sum((1, 2)) + model.U.sum((1, 2)) + model.b.pow(2).sum(1)).sum().backward()
+        o.step()
+
+    step(m, opt)
+    sched.step()
+    tiled = tile_networks(m, 2)
+    topt = tile_optimizer(opt, [tiled.W, tiled.U, tiled.b], 2)
+    assert [g["lr"] for g in topt.param_groups] == [g["lr"] for g in opt.param_groups] == [1e-3, 1e-4]
+    step(m, opt)
+    step(tiled, topt)
+    for name in ("W", "U", "b"):
+        assert torch.equal(getattr(tiled, name)[1], getattr(m, name)[0])

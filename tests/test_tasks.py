@@ -197,6 +197,8 @@ def test_task_config_defaults_and_sample():
     (dict(seq_len="10"), "seq_len"),
     (dict(n_networks=True), "n_networks"),
     (dict(dtype=torch.int64), "dtype"),
+    (dict(generator=5), "generator must be a torch.Generator"),
+    (dict(n_networks=2, generator=[torch.Generator()]), "list of 2"),
 ])
 def test_bad_inputs_raise_value_error(kwargs, match):
     args = dict(task="copy", delay=2, seq_len=10, batch=2)

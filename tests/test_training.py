@@ -116,6 +116,48 @@ def test_mismatched_task_channels_raise():
               schedule=FlossSchedule.none(), **QUIET)
 
 
+@pytest.mark.parametrize("method", ["fast", "autograd"])
+def test_a_batch_that_does_not_fit_the_model_raises_naming_it(method):
+    """task_loss called by hand: every tensor's shape and dtype are checked before any computation (the fast path
+    took E, B and T from the inputs alone: inputs of 5 steps with targets of 8 gave half the loss, silently)."""
+    m = TanhRNN(1, 5, 1, n_networks=3, generator=gen(0), dtype=torch.float64)
+    b = TaskConfig(name="copy", delay=2, seq_len=8, batch=4).sample(3, gen(1), dtype=torch.float64)
+    h0 = m.train_state(4)
+    cases = [(dataclasses.replace(b, inputs=b.inputs[:, :, :5]), h0, "batch.targets must be"),
+             (dataclasses.replace(b, inputs=b.inputs[:2], targets=b.targets[:2], mask=b.mask[:2]), h0[:2],
+              "batch.inputs must be .* E = 3"),
+             (dataclasses.replace(b, targets=b.targets[:, :3], mask=b.mask[:, :3]), h0, "batch.targets must be"),
+             (dataclasses.replace(b, mask=b.mask.float()), h0, "batch.mask must have the dtype"),
+             (b, h0[:, :2], r"h0 must be \(E, B, S\) = \(3, 4, 5\)"),
+             (b, h0.float(), "h0 must have the dtype")]
+    for batch, h, match in cases:
+        with pytest.raises(ValueError, match=match):
+            task_loss(m, batch, h, method=method)
+    assert torch.isfinite(task_loss(m, b, h0, method=method)[0]).all()
+
+
+def test_a_float64_model_gets_task_inputs_encoded_in_float64():
+    """With 3 channels the encoded bits are +-1/3: exact in the model's float64, not a float32 value cast up."""
+    from floss_core.tasks import bit_signal
+
+    m = TanhRNN(3, 4, 3, n_networks=2, generator=gen(0), dtype=torch.float64)
+    task = TaskConfig(name="copy", delay=1, seq_len=6, batch=2, n_channels=3)
+    batch = sample_task(task, m, gen(1))
+    assert batch.inputs.dtype == torch.float64
+    assert torch.equal(batch.inputs, bit_signal(batch.bits, task.encoding, torch.float64))
+
+
+def test_an_episode_of_no_steps_is_none():
+    """episode_steps = 0 schedules no episode (the schedule does not floss): training runs, no flossing config is
+    needed, and no empty episode is recorded."""
+    sched = FlossSchedule(pre_steps=0, every=2, episode_steps=0, max_episodes=2)
+    assert not sched.flosses
+    m = ModelConfig(n_hidden=8).build(1, 1, n_networks=2, generator=gen(3))
+    h = train(m, TaskConfig(name="copy", delay=2, seq_len=10, batch=2), config=TrainConfig(n_steps=6, record_every=0),
+              schedule=sched, generator=gen(4), **QUIET)
+    assert h.episodes == [] and h.accuracy.shape[0] == 6
+
+
 def test_unknown_task_name_raises():
     with pytest.raises(ValueError, match="unknown task"):
         TaskConfig(name="addition")

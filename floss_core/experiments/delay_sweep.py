@@ -120,7 +120,8 @@ def _shard_model(s: DelaySweep, a: int, b: int, device, per_seed: dict | None = 
 
 def _first_episode(s: DelaySweep) -> int | None:
     """The training step of the first flossing episode of "pre+during", if "pre" shares the training before it."""
-    shared = {"pre", "pre+during"} <= set(s.conditions) and s.schedule.pre_steps and s.schedule.max_episodes
+    shared = ({"pre", "pre+during"} <= set(s.conditions) and s.schedule.pre_steps and s.schedule.max_episodes
+              and s.schedule.episode_steps)
     return s.schedule.every if shared and 0 < s.schedule.every < s.train.n_steps else None
 
 

@@ -41,8 +41,9 @@ class FlossSchedule:
         return bool(self.pre_steps or (self.max_episodes and self.episode_steps) or self.weight)
 
     def episode_at(self, step: int, done: int) -> bool:
-        """Whether a flossing episode starts before training step ``step`` when ``done`` episodes have run."""
-        return self.max_episodes > done and step > 0 and step % self.every == 0
+        """Whether a flossing episode starts before training step ``step`` when ``done`` episodes have run (never
+        with ``episode_steps = 0``: an episode of no steps is none)."""
+        return self.episode_steps > 0 and self.max_episodes > done and step > 0 and step % self.every == 0
 
 
 @dataclass(frozen=True)

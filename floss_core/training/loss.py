@@ -44,8 +44,8 @@ def sample_task(task, model, generator=None) -> TaskBatch:
     tasks = per_network_tasks(task, E)
     p = next(model.parameters())
 
-    def one(t, n, g):
-        return t.sample(n, g)
+    def one(t, n, g):  # encoded in the model's precision (a float64 model gets exact inputs, not float32 ones)
+        return t.sample(n, g, dtype=p.dtype)
 
     if isinstance(generator, (list, tuple)):
         if len(generator) != E:
@@ -77,7 +77,7 @@ def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0,
     cells) or "autograd" (autograd through every step, ``torch.utils.checkpoint`` for segments); the same loss and
     gradients up to roundoff."""
     check_choice("method", method, BPTT_METHODS)
-    check_batch(model, batch)
+    check_batch(model, batch, h0)
     check_checkpoint(checkpoint, "checkpoint")
     if method == "fast" and supports_tanh_bptt(model):
         return tanh_task_loss(model, batch, h0, checkpoint=checkpoint)

@@ -56,11 +56,30 @@ _GROUP_BYTES = 2 ** 21
 _MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
 
 
-def check_batch(model, batch) -> None:
-    """The task's input and target channels must be the model's (ValueError naming both)."""
-    if batch.inputs.shape[-1] != model.input_size or batch.targets.shape[-1] != model.output_size:
-        raise ValueError(f"the task has {batch.inputs.shape[-1]} input and {batch.targets.shape[-1]} target "
-                         f"channels but the model has {model.input_size} inputs and {model.output_size} outputs")
+def check_batch(model, batch, h0=None) -> None:
+    """ValueError unless the batch fits the model: inputs (E, B, T, I), targets and mask (E, B, T, O) with the
+    model's E, I and O, one floating dtype for all three, and (if given) h0 (E, B, S) of that dtype."""
+    x, y, m = batch.inputs, batch.targets, batch.mask
+    if x.shape[-1:] != (model.input_size,) or y.shape[-1:] != (model.output_size,):
+        raise ValueError(f"the task has {x.shape[-1]} input and {y.shape[-1]} target channels but the model has "
+                         f"{model.input_size} inputs and {model.output_size} outputs")
+    E = model.n_networks
+    if x.dim() != 4 or x.shape[0] != E:
+        raise ValueError(f"batch.inputs must be (E, B, T, I) with E = {E} networks, got shape {tuple(x.shape)}")
+    for name, t in (("targets", y), ("mask", m)):
+        if t.shape != x.shape[:3] + (model.output_size,):
+            raise ValueError(f"batch.{name} must be (E, B, T, O) = {tuple(x.shape[:3]) + (model.output_size,)} like "
+                             f"batch.inputs, got shape {tuple(t.shape)}")
+        if t.dtype != x.dtype:
+            raise ValueError(f"batch.{name} must have the dtype of batch.inputs ({x.dtype}), got {t.dtype}")
+    if not x.is_floating_point():
+        raise ValueError(f"batch.inputs must be floating point, got {x.dtype}")
+    if h0 is not None:
+        want = (E, x.shape[1], model.state_size)
+        if tuple(h0.shape) != want:
+            raise ValueError(f"h0 must be (E, B, S) = {want}, got shape {tuple(h0.shape)}")
+        if h0.dtype != x.dtype:
+            raise ValueError(f"h0 must have the dtype of batch.inputs ({x.dtype}), got {h0.dtype}")
 
 
 def check_checkpoint(value, name: str) -> None:
@@ -289,7 +308,7 @@ def tanh_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, group
     """
     if not supports_tanh_bptt(model):
         raise ValueError(f"tanh_task_loss needs a TanhRNN with its own dynamics, got {type(model).__name__}")
-    check_batch(model, batch)
+    check_batch(model, batch, h0)
     check_checkpoint(checkpoint, "checkpoint")
     check_int("workers", workers, 1, none=True)
     check_int("group", group, 1, none=True)
