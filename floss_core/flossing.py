@@ -91,7 +91,9 @@ def flossing_inputs(model, config: FlossConfig, generator=None) -> torch.Tensor:
 def flossing_spectrum(model, config: FlossConfig = FlossConfig(), *, generator=None, k: int | None = None,
                       check: bool = False) -> torch.Tensor:
     """The first k exponents (E, k) on one fresh flossing trajectory (inputs, start and basis from ``generator``,
-    a torch.Generator or a list of one per network). With ``check=False`` diverging networks give NaN."""
+    a torch.Generator or a list of one per network). With ``check=False`` diverging networks give NaN. The start
+    states and bases are drawn in float32 (whatever torch's default dtype) and cast to the model's dtype."""
+    check_generator(generator, model.n_networks)
     k = config.k if k is None else k
     S = model.state_size
     p = next(model.parameters())
@@ -99,7 +101,8 @@ def flossing_spectrum(model, config: FlossConfig = FlossConfig(), *, generator=N
     B = config.batch
 
     def randn(*shape):
-        return lambda n, g: torch.randn(n, *shape, generator=g, device=g.device if g is not None else "cpu")
+        return lambda n, g: torch.randn(n, *shape, generator=g, dtype=torch.float32,
+                                        device=g.device if g is not None else "cpu")
 
     h0 = draw(randn(B, S), generator, model.n_networks).to(dtype=p.dtype, device=p.device)  # (E, B, S)
     Q0 = draw(randn(B, S, k), generator, model.n_networks).to(dtype=p.dtype, device=p.device)  # (E, B, S, k)
@@ -143,7 +146,8 @@ def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator
     Other arguments:
         config: FlossConfig (k, target, trajectory length, transient, batch, lr, gradient mode, parameters).
         generator: torch.Generator, or a list of one per network, for inputs, start states and bases.
-        optimizer: an optimizer over the flossed parameters to continue (default: a new Adam with config.lr).
+        optimizer: an optimizer over the flossed parameters to continue (default: a new Adam). Its state and
+            settings are kept, but its learning rate is set at every step: config.lr (decaying to config.lr_final).
         failed: (E,) bool of networks already failed (kept frozen; updated in place).
         progress: show a tqdm progress bar.
     """
@@ -157,6 +161,12 @@ def floss(model, n_steps: int, *, config: FlossConfig = FlossConfig(), generator
     E = model.n_networks
     if failed is None:
         failed = torch.zeros(E, dtype=torch.bool, device=params[0].device)
+    elif not isinstance(failed, torch.Tensor) or failed.dtype != torch.bool or tuple(failed.shape) != (E,) \
+            or failed.device != params[0].device:
+        shape = tuple(failed.shape) if isinstance(failed, torch.Tensor) else type(failed).__name__
+        raise ValueError(f"failed must be a bool tensor of shape (E,) = ({E},) on {params[0].device} (it is updated "
+                         f"in place), got {shape}" + (f", {failed.dtype} on {failed.device}"
+                                                      if isinstance(failed, torch.Tensor) else ""))
     exps, losses = [], []
     decay = (config.lr_final / config.lr) ** (1 / max(n_steps - 1, 1)) if config.lr_final is not None else 1.0
     for i in tqdm(range(n_steps), disable=not progress, desc="flossing", leave=False):

@@ -185,6 +185,29 @@ def test_huge_t_ons_in_a_chaotic_net_gives_the_t_ons_1_exponents_not_a_collapsed
     torch.testing.assert_close(lam, exact, atol=1e-6, rtol=0)
 
 
+def test_householder_with_a_huge_t_ons_redoes_collapsed_windows_too():
+    """orth="householder" has no orthogonality guard: the window's stretching decides, as in the reference."""
+    m, x, h0, Q0 = setup(8, 8, 240, gain=3.0, E=2, B=1)
+    kw = dict(h0=h0, Q0=Q0, n_transient=60)
+    with torch.no_grad():
+        exact = lyapunov_spectrum(m, x, 8, t_ons=1, method="reference", **kw)
+        lam = fast_lyapunov_spectrum(m, x, 8, t_ons=60, orth="householder", **kw)
+    torch.testing.assert_close(lam, exact, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["reference", "fast"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_window_that_underflows_is_redone_not_returned_as_minus_inf(method, k):
+    """A contracting float32 net with a QR every 100 steps: the basis shrinks below float32's range within a
+    window (a spread of 0 at k = 1 did not show it). Such windows are redone with a QR every step."""
+    m = TanhRNN(2, 8, 1, gain=0.3, n_networks=2, generator=gen(5))
+    x = 0.1 * torch.randn(2, 1, 120, 2, generator=gen(6))
+    with torch.no_grad():
+        exact = lyapunov_spectrum(m, x, k, t_ons=1, generator=gen(1), method=method, n_transient=10)
+        lam = lyapunov_spectrum(m, x, k, t_ons=100, generator=gen(1), method=method, n_transient=10)
+    torch.testing.assert_close(lam, exact, atol=1e-5, rtol=0)
+
+
 def plain_windowed_spectrum(m, x, k, *, t_ons, h0, Q0, n_transient):
     """Benettin with a QR every t_ons steps and no guard (how the reference worked before it had one)."""
     h, Q = h0, torch.linalg.qr(Q0)[0]

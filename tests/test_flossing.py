@@ -200,3 +200,30 @@ def test_tiled_optimizer_keeps_each_parameter_groups_settings():
     step(tiled, topt)
     for name in ("W", "U", "b"):
         assert torch.equal(getattr(tiled, name)[1], getattr(m, name)[0])
+
+
+def test_flossing_spectrum_does_not_depend_on_torchs_default_dtype():
+    """The start states and bases are drawn in float32 whatever the default dtype (a global setting)."""
+    from floss_core.flossing import flossing_spectrum
+
+    m = TanhRNN(2, 6, 1, n_networks=2, dtype=torch.float64, generator=gen(90))
+    cfg = FlossConfig(k=3, seq_len=20, n_transient=5)
+    a = flossing_spectrum(m, cfg, generator=gen(91)).detach()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        b = flossing_spectrum(m, cfg, generator=gen(91)).detach()
+    finally:
+        torch.set_default_dtype(before)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        flossing_spectrum(m, cfg, generator=5)
+
+
+@pytest.mark.parametrize("failed, match", [(torch.zeros(3, dtype=torch.bool), r"shape \(E,\) = \(2,\).*got \(3,\)"),
+                                           (torch.zeros(2), "got \\(2,\\), torch.float32"),
+                                           ([False, False], "got list")])
+def test_floss_checks_the_failed_mask(failed, match):
+    m = TanhRNN(1, 6, 1, n_networks=2, generator=gen(92))
+    with pytest.raises(ValueError, match="failed must be a bool tensor.*" + match):
+        floss(m, 1, config=FlossConfig(k=2, seq_len=12, n_transient=4), failed=failed)

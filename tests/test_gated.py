@@ -120,7 +120,7 @@ def test_flossing_moves_the_first_exponent_of_a_stable_net_to_zero(name, make):
         before = lyapunov_spectrum(m, None, 1, n_steps=1000, n_transient=300, batch=4, generator=gen(5))[0, 0]
     assert before < -0.3
     floss(m, 40, config=cfg, generator=gen(1))  # default params ("W", "U", "b") exist in every cell
-    floss(m, 20, config=cfg, generator=gen(2), optimizer=torch.optim.Adam([m.W, m.U, m.b], lr=0.01))
+    floss(m, 20, config=cfg, generator=gen(2), optimizer=torch.optim.Adam([m.W, m.U, m.b], lr=cfg.lr))
     with torch.no_grad():
         after = lyapunov_spectrum(m, None, 1, n_steps=1000, n_transient=300, batch=4, generator=gen(5),
                                   reduce="none")[0, :, 0]  # (B,): every start settles at lambda_1 ~ 0

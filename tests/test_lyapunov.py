@@ -237,6 +237,25 @@ def test_wrong_h0_shape_raises(net):
         lyapunov_spectrum(net, None, 2, n_steps=20, h0=torch.zeros(3, 1, 4))
 
 
+@pytest.mark.parametrize("name, value, match", [
+    ("h0", [[0.0] * 5], r"h0 must have shape \(E, B, S\) = \(3, 1, 5\) \(a floating torch.Tensor\), got a list"),
+    ("h0", torch.zeros(3, 1, 5, dtype=torch.long), "h0 must have shape .* a floating dtype.*torch.int64"),
+    ("Q0", "basis", "Q0 must have shape .* got a str"),
+    ("Q0", torch.full((3, 1, 5, 2), float("nan")), "Q0 contains non-finite"),
+])
+def test_bad_start_state_or_basis_raises_naming_it(net, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        lyapunov_spectrum(net, None, 2, n_steps=20, **{name: value})
+
+
+@pytest.mark.parametrize("kw, match", [(dict(tol=0.5), "tol must be .*<= 0.01"), (dict(batch=-3), "batch must"),
+                                       (dict(info=[]), "info must be a dict")])
+def test_bad_engine_options_raise_before_any_work(net, kw, match):
+    x = torch.zeros(3, 1, 20, 2)  # given inputs: batch is not used, but must still be valid
+    with pytest.raises(ValueError, match=match):
+        lyapunov_spectrum(net, x, 2, **kw)
+
+
 def test_non_finite_weights_raise_naming_the_parameter(net):
     with torch.no_grad():
         net.U[1, 0, 0] = float("nan")

@@ -9,6 +9,7 @@ from ..checks import check_choice, check_int, check_number
 from .errors import bad_networks, raise_non_finite
 from .fast import ORTH_METHODS, fast_spectrum, supports_fast
 from .inputs import setup_spectrum
+from .qr import PASS2_MAX_ERROR
 from .reference import reference_spectrum
 
 __all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS"]
@@ -33,7 +34,8 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
         k: how many exponents, 1 <= k <= state size S.
 
     Other arguments (keyword-only):
-        n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network.
+        n_steps, batch: with ``inputs=None``, T zero-input steps for ``batch`` trajectories per network (given
+            inputs set both; ``batch`` must still be an int >= 1).
         t_ons: "auto" (default) or re-orthonormalize (QR) every t_ons steps. 1 is the definition; larger is
             cheaper, and a window whose basis would collapse ((lambda_1 - lambda_k) * t_ons too large for the
             precision) is redone with a QR every step, so every t_ons gives the t_ons = 1 exponents up to roundoff.
@@ -53,8 +55,9 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
         reduce: "mean" averages the exponents over the B trajectories of each network -> (E, k);
             "none" returns one spectrum per trajectory -> (E, B, k).
         check: True (default) raises on non-finite parameters or exponents; False returns NaN/inf for the affected
-            networks and leaves the others untouched (training uses this so one diverging network cannot stop
-            the ensemble).
+            networks and goes on with the others (training uses this so one diverging network cannot stop the
+            ensemble): with t_ons = 1 their numbers are those of a run without the failed network; with a larger or
+            "auto" t_ons they may move in the last digits, since a sub-batch shares its windows and rollbacks.
         method: "fast" (default; ``spectrum.fast``: Cholesky QR from batched matmuls with an orthogonality guard and a
             hand-written backward, the same exponents and gradients as the reference up to roundoff; TanhRNN only,
             other cells use the reference) or "reference" (``spectrum.reference``: autograd through every QR).
@@ -63,14 +66,16 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     Options of the fast engine (ignored by the reference):
         orth: "cholesky" (default: guarded Cholesky QR, Householder where the guard fails) or "householder"
             (torch.linalg.qr at every scheduled QR; t_ons="auto" then means a QR every step).
-        tol: accepted orthogonality error of a Cholesky QR factor (default 1e-7 in float64, 1e-3 in float32).
+        tol: accepted orthogonality error of a Cholesky QR factor, at most 1e-2 (default 1e-7 in float64, 1e-3 in
+            float32; a larger error would let a window's collapsing basis through).
         max_window: longest window for t_ons="auto".
         group: networks per sub-batch (default: all on GPU; on CPU balanced sub-batches whose per-step data stay near
             8 MiB, their number a multiple of ``workers``).
         workers: CPU threads that run sub-batches at once, each with one intra-op thread (default: torch's thread
             count, fewer where the sub-batches would be too small to gain; on GPU 1). With fixed sub-batches (``group``)
-            the result does not depend on it. With t_ons="auto" the networks of a sub-batch share their windows, so
-            the default sub-batches (hence the thread count) move the last digits (~1e-11 in float64).
+            the result does not depend on it. With t_ons="auto" the networks of a sub-batch share their windows (and
+            with an integer t_ons > 1 their rollbacks), so the default sub-batches (hence the thread count) move the
+            last digits (~1e-11 in float64).
         info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks).
 
     Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
@@ -83,8 +88,11 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     check_choice("orth", orth, ORTH_METHODS)
     if t_ons == "auto" and orth == "householder":  # "auto" needs the Cholesky guard to detect ill-conditioned windows
         t_ons = 1
-    check_number("tol", tol, 0, none=True)
+    check_number("tol", tol, 0, PASS2_MAX_ERROR, none=True)
     check_int("max_window", max_window, 1)
+    check_int("batch", batch, 1)
+    if info is not None and not isinstance(info, dict):
+        raise ValueError(f"info must be a dict (it receives 'n_qr') or None, got {type(info).__name__}")
     check_int("group", group, 1, none=True)
     check_int("workers", workers, 1, none=True)
     inputs, n_transient, h0, Q = setup_spectrum(model, inputs, k, n_steps=n_steps, batch=batch,

@@ -19,8 +19,8 @@ def raise_non_finite(state_bad: torch.Tensor, exponent_bad: torch.Tensor):
     for bad, what, hint in ((state_bad, "the state became non-finite",
                              "the dynamics diverged (check the weights' scale and the inputs)"),
                             (exponent_bad, "the exponents stopped being finite",
-                             "the tangent basis overflowed or collapsed (log|R_ii| = -inf); try a smaller t_ons or "
-                             "float64")):
+                             "the tangent basis collapsed (log|R_ii| = -inf): a step Jacobian is singular to the "
+                             "precision (e.g. saturated units); in float32, try float64")):
         steps = bad.any(1).nonzero().flatten()
         if steps.numel():
             t = int(steps[0])

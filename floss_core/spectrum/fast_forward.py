@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cells.tanh import voltage_step
+from .inputs import window_collapsed, window_limits
 from .qr import cholesky_qr_rows, default_tol, householder_fix, make_probe
 from .runtime import take_buffer
 
@@ -67,6 +68,7 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
     log_r = {}  # step -> log|R_ii| (M, k), steps >= n_transient only
     mandatory = sorted({T - 1} | ({n_tr - 1} if n_tr > 0 else set()))
     window = 1  # "auto": the next window's length
+    scale = window_limits(W.dtype)[1]  # "auto": no window grows or shrinks the basis beyond this many nats
 
     PT = torch.empty(M, k, N, **kw)  # (d_t Q_t)^T of the current step
     QTv, Dv = QTs.unbind(0), D.unbind(0)  # the per-step views, made once
@@ -79,6 +81,8 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
         if plan.orth == "householder":
             Q, R = torch.linalg.qr(YT.mT)
             QT, L = Q.mT, R.mT
+            if window_len > 1 and window_collapsed(torch.diagonal(L, dim1=-2, dim2=-1).abs().log(), YT.dtype):
+                return False  # no guard here: the reference's test of the window's stretching
         elif in_double[0]:  # single precision whose factors mostly needed double precision so far
             QT, L, ok = cholesky_qr_rows(YT.double(), tol64, probe64)
             QT, L = QT.to(YT.dtype), L.to(YT.dtype)
@@ -100,6 +104,9 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
                     in_double[0] = 2 * bad.numel() > M  # most needed it: go to double directly from now on
                 if not bool(ok.all()):
                     householder_fix(YT, QT, L, ok)
+        if plan.orth != "householder" and window_len > 1 and \
+                window_collapsed(torch.diagonal(L, dim1=-2, dim2=-1).abs().log(), YT.dtype):
+            return False  # the window over- or underflowed (or stretched) where the guard could not tell
         QTs[t + 1] = QT
         Ls[t] = L
         qr_at[t] = True
@@ -120,10 +127,14 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
             for t in range(t0, t1 + 1):
                 orthonormalize(t, push(t), 1)
             window = max(1, (t1 - t0 + 1) // 2)
-        elif plan.schedule is None:  # the next window from this one's stretching
+        elif plan.schedule is None:  # the next window from this one's stretching, over the finite networks
             ld = torch.diagonal(Ls[t1], dim1=-2, dim2=-1).abs().log()  # (M, k)
-            growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / (t1 - t0 + 1)  # log kappa per step
-            fit = int(math.log(max(plan.kappa, 1.0)) / max(growth, 1e-12)) if growth < math.inf else 1
+            ld = ld[torch.isfinite(ld).all(-1)]  # a diverged network does not shorten the others' windows
+            n = t1 - t0 + 1
+            growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / n if len(ld) else math.inf  # log kappa per step
+            size = float(ld.abs().amax()) / n if len(ld) else math.inf  # |log stretch| per step
+            fit = min(int(math.log(max(plan.kappa, 1.0)) / max(growth, 1e-12)),
+                      int(scale / max(size, 1e-12))) if growth < math.inf and size < math.inf else 1
             window = max(1, min(plan.max_window, fit))
         t0 = t1 + 1
 

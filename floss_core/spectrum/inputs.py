@@ -1,12 +1,15 @@
 """Checking and preparing the arguments of a spectrum: inputs, transient, start state and basis, QR schedule."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..checks import check_choice, check_int
 from ..rng import check_generator, sample
 
-__all__ = ["GRADIENT_MODES", "check_finite_parameters", "prepare_inputs", "qr_schedule", "setup_spectrum"]
+__all__ = ["GRADIENT_MODES", "check_finite_parameters", "prepare_inputs", "qr_schedule", "setup_spectrum",
+           "window_collapsed", "window_limits"]
 
 GRADIENT_MODES = ("full", "detached")
 
@@ -59,6 +62,24 @@ def qr_schedule(T: int, n_transient: int, t_ons: int) -> list[bool]:
     return qr_after
 
 
+def window_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """(spread, scale) in nats for a window of steps without QR: the most the log|R_ii| of its QR may spread
+    (0.5 log(1/eps): beyond, the basis' smallest directions are lost to roundoff) and the most any of them may grow
+    or shrink (0.5 log(max float): beyond, the basis nears overflow or underflow)."""
+    info = torch.finfo(dtype)
+    return 0.5 * math.log(1 / info.eps), 0.5 * math.log(info.max)
+
+
+def window_collapsed(log_r: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a window's log|R_ii| (..., k) show a basis too stretched for the precision (``window_limits``) or
+    over/underflowed (an infinite entry). NaN entries (a diverged network) are ignored."""
+    spread_max, scale = window_limits(dtype)
+    ld = log_r.detach().nan_to_num(0.0, posinf=math.inf, neginf=-math.inf)
+    if bool(torch.isinf(ld).any()):
+        return True
+    return float((ld.amax(-1) - ld.amin(-1)).amax()) > spread_max or float(ld.abs().amax()) > scale
+
+
 def setup_spectrum(model, inputs, k, *, n_steps, batch, n_transient, h0, Q0, generator, gradient, reduce, check):
     """The argument checks of ``lyapunov_spectrum`` (done once, for every engine); returns inputs (E, B, T, I),
     n_transient, the initial state h0 (E, B, S) and the orthonormalized initial basis Q (E, B, S, k)."""
@@ -79,13 +100,22 @@ def setup_spectrum(model, inputs, k, *, n_steps, batch, n_transient, h0, Q0, gen
     p = next(model.parameters())
     if h0 is None:
         h0 = model.initial_state(B, generator)
-    if not isinstance(h0, torch.Tensor) or h0.shape != (E, B, S):
-        raise ValueError(f"h0 must have shape (E, B, S) = {(E, B, S)}, got {tuple(h0.shape)}")
-    if check and not bool(torch.isfinite(h0).all()):
-        raise ValueError("h0 contains non-finite values (NaN or inf)")
+    _check_start("h0", h0, (E, B, S), "(E, B, S)", check)
     if Q0 is None:
         Q0 = sample(torch.randn, E, B, S, k, dtype=p.dtype, device=p.device, generator=generator)
-    elif not isinstance(Q0, torch.Tensor) or Q0.shape != (E, B, S, k):
-        raise ValueError(f"Q0 must have shape (E, B, S, k) = {(E, B, S, k)}, got {tuple(Q0.shape)}")
+    else:
+        _check_start("Q0", Q0, (E, B, S, k), "(E, B, S, k)", check)
     Q, _ = torch.linalg.qr(Q0.to(dtype=p.dtype, device=p.device))  # (E, B, S, k)
     return inputs, n_transient, h0, Q
+
+
+def _check_start(name: str, x, shape: tuple, dims: str, check: bool) -> None:
+    """ValueError unless ``x`` is a floating tensor of ``shape`` (and, with ``check``, finite)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must have shape {dims} = {shape} (a floating torch.Tensor), got a "
+                         f"{type(x).__name__}")
+    if tuple(x.shape) != shape or not x.is_floating_point():
+        raise ValueError(f"{name} must have shape {dims} = {shape} and a floating dtype, got shape "
+                         f"{tuple(x.shape)} and dtype {x.dtype}")
+    if check and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")

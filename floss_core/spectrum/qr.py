@@ -17,8 +17,8 @@ import math
 
 import torch
 
-__all__ = ["cholesky_qr", "qr_log_diag_backward", "default_tol", "window_kappa", "make_probe", "cholesky_qr_rows",
-           "householder_fix"]
+__all__ = ["PASS2_MAX_ERROR", "cholesky_qr", "qr_log_diag_backward", "default_tol", "window_kappa", "make_probe",
+           "cholesky_qr_rows", "householder_fix"]
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -31,7 +31,7 @@ def default_tol(dtype: torch.dtype) -> float:
     return 1e-7 if dtype == torch.float64 else 1e-3
 
 
-_PASS2_MAX_ERROR = 1e-2  # a first pass this far from orthogonal is not refined but redone by Householder
+PASS2_MAX_ERROR = 1e-2  # a first pass this far from orthogonal is not refined but redone by Householder
 
 
 def window_kappa(tol: float, dtype: torch.dtype) -> float:
@@ -42,7 +42,7 @@ def window_kappa(tol: float, dtype: torch.dtype) -> float:
     float64), needs a second pass more often but fewer QRs, which costs less where they are many (measured at
     N = 80, k = 75, g = 2: 155 instead of 224 QRs in 300 steps, 10-15% less time; elsewhere the same)."""
     eps = torch.finfo(dtype).eps
-    return max(math.sqrt(tol / eps), math.sqrt(_PASS2_MAX_ERROR / eps) / 64)
+    return max(math.sqrt(tol / eps), math.sqrt(PASS2_MAX_ERROR / eps) / 64)
 
 
 def make_probe(k: int, dtype, device) -> torch.Tensor:
@@ -92,7 +92,7 @@ def cholesky_qr_rows(YT: torch.Tensor, tol: float, probe: torch.Tensor):
     if not bool(ok.all()):
         # a second pass where the first lost some orthogonality but not the flag: CholeskyQR2 is as accurate as
         # Householder while u kappa^2 << 1; beyond that (err >= 1e-2) only Householder (or a shorter window) is
-        again = ((info == 0) & ~(err <= tol) & (err <= _PASS2_MAX_ERROR)).nonzero().flatten()
+        again = ((info == 0) & ~(err <= tol) & (err <= PASS2_MAX_ERROR)).nonzero().flatten()
         if again.numel() == QT.shape[0]:  # all of them (the usual case of t_ons="auto"): no gather and scatter
             QT, L2, info2 = _cholesky_pass(QT)
             L = L @ L2  # R = R2 R1, so L = L1 L2

@@ -5,17 +5,17 @@ step Jacobians, ``Q, R = qr(Q)`` after every step of the QR schedule, and averag
 
 A window of ``t_ons`` steps without QR multiplies the basis by the window's Jacobians; when their stretching ratio
 exceeds what the precision resolves, the later columns are lost in roundoff ("the basis collapses") and the exponents
-come out wrong. The engine checks every window's QR: where ``max_i log|R_ii| - min_i log|R_ii|`` exceeds half the
-digits of the precision (``log(1 / eps) / 2``, 18 nats in float64), the window is redone with a QR after every step,
-so a large ``t_ons`` gives the ``t_ons = 1`` exponents, as the fast engine does, never a collapsed basis.
+come out wrong; a long enough window also over- or underflows. The engine checks every window's QR
+(``inputs.window_collapsed``): where ``max_i log|R_ii| - min_i log|R_ii|`` exceeds half the digits of the precision
+(``log(1 / eps) / 2``, 18 nats in float64), or some ``|log|R_ii||`` exceeds half the exponent range (44 nats in
+float32) or is infinite, the window is redone with a QR after every step, so a large ``t_ons`` gives the ``t_ons = 1``
+exponents, as the fast engine does, never a collapsed basis.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .inputs import qr_schedule
+from .inputs import qr_schedule, window_collapsed
 from .tangent import tangent_step
 
 __all__ = ["reference_spectrum"]
@@ -32,7 +32,6 @@ def reference_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Te
         h = h.detach()
     xs = inputs.unbind(2)  # T x (E, B, I): unbind once, never index inside the loop
     qr_after = qr_schedule(T, n_transient, t_ons)
-    limit = 0.5 * math.log(1 / torch.finfo(Q.dtype).eps)  # nats of stretching a window's QR may resolve
     log_r = []  # (step, (E, B, k)) per QR after the transient
     states, entering = [], []  # (E, B, S) after / before each step of the current window
     t0, Q_start = 0, Q  # the current window starts at step t0 with basis Q_start
@@ -44,7 +43,7 @@ def reference_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Te
             continue
         Q_next, R = torch.linalg.qr(Q)  # (E, B, S, k), (E, B, k, k)
         ld = torch.diagonal(R, dim1=-2, dim2=-1).abs().log()  # (E, B, k)
-        if t > t0 and float((ld.amax(-1) - ld.amin(-1)).detach().nan_to_num(0.0).amax()) > limit:
+        if t > t0 and window_collapsed(ld, Q.dtype):
             Q_next = Q_start  # collapsed: redo the window with a QR after every step
             for s in range(t0, t + 1):
                 _, Q_next = _step(model, entering[s - t0], xs[s], Q_next, detached)
