@@ -135,9 +135,14 @@ def tag(cell, bias):
     return f"{cell}_bias{bias:g}"
 
 
+def finite(acc):
+    """The final accuracies of the networks whose training did not fail (NaN marks a failed one)."""
+    return acc[acc.isfinite()]
+
+
 def acc_test(prefix, a, b):
     """Permutation test of the mean final accuracies (seeded): the difference and its two-sided p."""
-    c = compare_means(a, b)
+    c = compare_means(finite(a), finite(b))
     numbers.update({f"{prefix}_difference": c["difference"], f"{prefix}_p": c["p"]})
 
 
@@ -151,7 +156,7 @@ for cell in cells:
                 prefix = f"{tag(cell, bias)}_k{k}_{task}_d{d}"
                 ok = summary["success"][cell][b, q, j, i]  # (S,)
                 numbers.update(rate_numbers(prefix, ok))
-                numbers.update(mean_numbers(f"{prefix}_acc", summary["final_accuracy"][cell][b, q, j, i]))
+                numbers.update(mean_numbers(f"{prefix}_acc", finite(summary["final_accuracy"][cell][b, q, j, i])))
                 if k:  # preflossed vs plain, same initialization: Fisher's exact test, permutation test of the
                     # mean final accuracy (informative where no network reaches the success criterion)
                     numbers.update(difference_numbers(f"{tag(cell, bias)}_{task}_d{d}_k{k}_vs_none", ok,

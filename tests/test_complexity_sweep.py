@@ -104,8 +104,9 @@ def test_the_outcome_is_figure_3s_criterion_and_the_mean_of_the_last_steps():
     acc[50:, 0, 0] = 1.0  # reaches 1 and stays: success
     acc[50:195, 0, 1] = 1.0  # drops for the last 5 steps: the running mean (50 steps) ends at 0.95 >= 0.9
     acc[50:185, 0, 2] = 1.0  # drops for the last 15 steps: the running mean ends at 0.85 < 0.9
-    acc[:, 0, 3] = float("nan")  # failed training
-    out = complexity_outcome({"accuracy": {"h1": acc}})["h1"]
-    assert out["success"].tolist() == [[True, True, False, False]]
+    acc[:, 0, 3] = 1.0  # learned, but its training failed later (frozen at a good accuracy)
+    failed = torch.tensor([[False, False, False, True]])
+    out = complexity_outcome({"accuracy": {"h1": acc}, "failed": {"h1": failed}})["h1"]
+    assert out["success"].tolist() == [[True, True, False, False]]  # a failed network is no success
     torch.testing.assert_close(out["final_accuracy"][0, :3], torch.tensor([1.0, 0.975, 0.925]))
-    assert out["final_accuracy"][0, 3].isnan()
+    assert out["final_accuracy"][0, 3].isnan() and torch.equal(out["failed"], failed)

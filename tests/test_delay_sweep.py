@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from floss_core.experiments import DelaySweep, build, delay_sweep
+from floss_core.experiments import DelaySweep, build, delay_sweep, summarize_delay_sweep
 from floss_core.experiments.common import network_generators
 from floss_core.experiments.delay_sweep import initial_networks
 from floss_core.flossing import floss, flossed_parameters
@@ -91,3 +91,48 @@ def test_pre_and_pre_during_share_their_training_up_to_the_first_episode(monkeyp
     assert steps == [6] * 2 * shards  # one condition: no sharing, every shard from step 0
     for c in ("pre", "pre+during"):
         assert _same(shared[c], alone[c]), c
+
+
+def _synthetic_result(delays, failed_at=None):
+    """A delay_sweep-shaped result of one task, two conditions and 3 seeds: "pre" learns every delay, "none" only
+    the first; ``failed_at`` (d, s) of "pre" failed (frozen after learning)."""
+    D, n = len(delays), 120
+    out = {"tasks": ["copy"], "delays": list(delays), "conditions": ["none", "pre"]}
+    for c in out["conditions"]:
+        acc = torch.full((n, 1, D, 3), 0.5)
+        acc[60:, 0, : (D if c == "pre" else 1)] = 1.0
+        failed = torch.zeros(1, D, 3, dtype=torch.bool)
+        if c == "pre" and failed_at is not None:
+            failed[0, failed_at[0], failed_at[1]] = True
+            acc[60:, 0, failed_at[0], failed_at[1]] = 0.95  # learned before it failed (frozen there)
+        out[c] = {"accuracy": acc, "failed": failed}
+    return out
+
+
+def test_a_network_whose_training_failed_is_no_success_and_has_no_final_accuracy():
+    from floss_core.repro.numbers import delay_numbers
+
+    res = _synthetic_result([10, 20], failed_at=(1, 2))
+    out = summarize_delay_sweep(res, "copy")
+    assert out["success"]["pre"].tolist() == [[True, True, True], [True, True, False]]
+    assert out["steps_to_criterion"]["pre"][1, 2] == -1 and out["final_accuracy"]["pre"][1, 2].isnan()
+    assert out["failed"]["pre"].sum() == 1
+    numbers = delay_numbers("copy", [10, 20], out, ["none", "pre"])
+    assert numbers["copy_pre_d20_successes"] == 2 and numbers["copy_pre_d20_n"] == 3
+    kept = out["final_accuracy"]["pre"][1, :2]
+    assert numbers["copy_pre_d20_final_mean"] == pytest.approx(float(kept.mean()))  # the 2 that did not fail
+    assert float(res["pre"]["accuracy"][-100:, 0, 1, 2].mean()) < float(kept.mean())  # the failed one's was lower
+
+
+def test_ties_go_to_the_longest_delay_whatever_the_order_of_the_delays():
+    res = _synthetic_result([40, 20, 10])  # "pre" and "none" differ at 20 and 10 alike (3 of 3 vs 0 of 3)
+    assert summarize_delay_sweep(res, "copy")["hardest_informative_delay_index"] == 1  # d = 20, not 10
+    res = _synthetic_result([10, 20, 40])
+    assert summarize_delay_sweep(res, "copy")["hardest_informative_delay_index"] == 2
+
+
+@pytest.mark.parametrize("kw, match", [(dict(compare=["pree"]), "compare must name"), (dict(compare=[]), "compare"),
+                                       (dict(window=0), "window")])
+def test_summary_arguments_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        summarize_delay_sweep(_synthetic_result([10, 20]), "copy", **kw)

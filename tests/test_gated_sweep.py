@@ -91,12 +91,18 @@ def test_training_equals_a_network_trained_by_hand(result):
 def test_summary_equals_the_criterion_by_hand():
     acc = torch.rand(60, 1, 2, 1, 1, 3, generator=torch.Generator().manual_seed(0))
     acc[:20, 0, 1, 0, 0, 0], acc[20:, 0, 1, 0, 0, 0] = 0.0, 1.0
-    res = {"accuracy": {"gru": acc}}
+    acc[:, 0, 1, 0, 0, 1] = 1.0  # learned from the start, but its training failed (frozen)
+    failed = torch.zeros(1, 2, 1, 1, 3, dtype=torch.bool)
+    failed[0, 1, 0, 0, 1] = True
+    res = {"accuracy": {"gru": acc}, "failed": {"gru": failed}}
     out = summarize_gated_sweep(res, threshold=0.85, window=10, last=5)
     # the running mean over steps 19..28 is 0.9, over 18..27 0.8: the criterion is met from step 28 on
     assert out["steps_to_criterion"]["gru"][0, 1, 0, 0, 0] == 28
     assert out["success"]["gru"][0, 1, 0, 0, 0] and not out["success"]["gru"][0, 0, 0, 0, 0]
-    torch.testing.assert_close(out["final_accuracy"]["gru"], acc[-5:].mean(0))
+    assert not out["success"]["gru"][0, 1, 0, 0, 1] and out["steps_to_criterion"]["gru"][0, 1, 0, 0, 1] == -1
+    final = acc[-5:].mean(0)
+    final[0, 1, 0, 0, 1] = float("nan")
+    torch.testing.assert_close(out["final_accuracy"]["gru"], final, equal_nan=True)
 
 
 @pytest.mark.parametrize("changes, name", [

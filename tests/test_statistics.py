@@ -74,3 +74,23 @@ def test_statistics_refuse_empty_or_non_finite_values(bad):
         mean_interval(bad)
     with pytest.raises(ValueError, match="successes"):
         success_rate(4, 3)
+
+
+@pytest.mark.parametrize("flags, match", [(torch.tensor([0.5, 0.7, 0.9]), "booleans"), ([2.0, 0.0, 1.0], "booleans"),
+                                          ([-1, 1, 1], "booleans"), (torch.ones(2, 2, dtype=torch.bool), "1-D"),
+                                          (1, "1-D")])
+def test_success_statistics_take_one_flag_per_network_only(flags, match):
+    """Accuracies, a count or a (D, S) table are not success flags: a clear error, not a plausible rate."""
+    with pytest.raises(ValueError, match=match):
+        success_rate(flags)
+    with pytest.raises(ValueError, match=match):
+        compare_success(flags, [True, False])
+
+
+@pytest.mark.parametrize("kw, match", [(dict(seed=-1), "seed"), (dict(seed=1.5), "seed"),
+                                       (dict(n_resamples=2.5), "n_resamples"), (dict(n_resamples=0), "n_resamples")])
+def test_resampling_arguments_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        mean_interval([0.1, 0.5, 0.9], **kw)
+    with pytest.raises(ValueError, match=match):
+        compare_means([0.1, 0.5], [0.2, 0.9], **kw)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import scipy.stats
 
-from ..checks import check_int, check_number
+from ..checks import check_int
 
 __all__ = ["success_rate", "mean_interval", "compare_success", "compare_means"]
 
@@ -31,12 +31,28 @@ def _values(name: str, x) -> np.ndarray:
     return arr
 
 
+def _flags(name: str, x) -> np.ndarray:
+    """A 1-D array of 0/1 flags, one per network (bool, or numbers that are all 0 or 1)."""
+    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D set of booleans, one per network, got shape {arr.shape}")
+    arr = _values(name, arr)
+    if not np.isin(arr, (0.0, 1.0)).all():
+        raise ValueError(f"{name} must be booleans (0 or 1), one per network, got {arr.tolist()}")
+    return arr
+
+
+def _check_resampling(seed, n_resamples) -> None:
+    check_int("seed", seed, 0)
+    check_int("n_resamples", n_resamples, 1)
+
+
 def success_rate(successes, n: int | None = None) -> dict:
     """``{"successes", "n", "rate", "low", "high"}``: the rate and its 95% Wilson score interval.
 
     successes: a bool tensor/array (one per network) or an int count (then give ``n``)."""
     if n is None:
-        flags = _values("successes", successes)
+        flags = _flags("successes", successes)
         k, n = int(flags.sum()), int(flags.size)
     else:
         n = check_int("n", n, 1)
@@ -49,6 +65,7 @@ def mean_interval(values, *, seed: int = 0, n_resamples: int = 9999) -> dict:
     """``{"mean", "low", "high", "n"}``: the mean and its 95% bootstrap (BCa) interval, reproducible by ``seed``.
 
     With fewer than 2 distinct values the interval is the mean itself."""
+    _check_resampling(seed, n_resamples)
     x = _values("values", values)
     mean = float(x.mean())
     if x.size < 2 or np.all(x == x[0]):
@@ -66,7 +83,7 @@ def mean_interval(values, *, seed: int = 0, n_resamples: int = 9999) -> dict:
 def compare_success(a, b) -> dict:
     """Fisher's exact test (two-sided) of the success counts of two conditions: ``{"a", "b", "n_a", "n_b",
     "odds_ratio", "p"}``. a, b: bool tensors/arrays, one entry per network."""
-    fa, fb = _values("a", a), _values("b", b)
+    fa, fb = _flags("a", a), _flags("b", b)
     ka, kb = int(fa.sum()), int(fb.sum())
     table = [[ka, fa.size - ka], [kb, fb.size - kb]]
     res = scipy.stats.fisher_exact(table, alternative="two-sided")
@@ -79,7 +96,7 @@ def compare_means(a, b, *, seed: int = 0, n_resamples: int = 9999) -> dict:
     (scipy's convention; exact when the number of permutations is at most ``n_resamples``, else ``n_resamples``
     random ones from ``seed``)."""
     xa, xb = _values("a", a), _values("b", b)
-    check_number("n_resamples", n_resamples, 1)
+    _check_resampling(seed, n_resamples)
     res = scipy.stats.permutation_test((xa, xb), lambda x, y: np.mean(x) - np.mean(y), n_resamples=n_resamples,
                                        alternative="two-sided", rng=np.random.default_rng(seed))
     return {"difference": float(xa.mean() - xb.mean()), "p": float(res.pvalue)}

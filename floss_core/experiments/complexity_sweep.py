@@ -180,12 +180,14 @@ def complexity_sweep(sweep: ComplexitySweep, *, device: str = "cpu", progress: b
 def complexity_outcome(result: dict, *, threshold: float = 0.9, window: int = 50, last: int = 100) -> dict:
     """Success and final accuracy of every network of a ``complexity_sweep`` result, as in figures 3-4
     (``summarize_delay_sweep``): success when the running mean (``window`` steps) of the test accuracy reaches
-    ``threshold`` and stays above it to the end; final accuracy, the mean over the ``last`` steps (NaN for a network
-    whose training failed). Returns {task: {"success": bool (len(ks), S), "final_accuracy": (len(ks), S)}}."""
+    ``threshold`` and stays above it to the end; final accuracy, the mean over the ``last`` steps. A network whose
+    training failed (``failed``) is no success and has a NaN final accuracy (``summarize_delay_sweep``).
+    Returns {task: {"success": bool (len(ks), S), "final_accuracy": (len(ks), S), "failed": bool (len(ks), S)}}."""
     out = {}
     for name, acc in result["accuracy"].items():  # (steps, K, S)
         n, K, S = acc.shape
+        failed = result["failed"][name].to(torch.bool)  # (K, S)
         smooth = running_mean(acc, min(window, n)).reshape(-1, K * S)  # (n - window + 1, K * S)
-        out[name] = {"success": success(smooth, threshold, steps_dim=0).reshape(K, S),
-                     "final_accuracy": final_accuracy(acc, last)}
+        out[name] = {"success": success(smooth, threshold, steps_dim=0).reshape(K, S) & ~failed,
+                     "final_accuracy": torch.where(failed, torch.nan, final_accuracy(acc, last)), "failed": failed}
     return out

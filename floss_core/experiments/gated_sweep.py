@@ -241,18 +241,21 @@ def gated_sweep(sweep: GatedSweep, *, device: str = "cpu", progress: bool = True
 def summarize_gated_sweep(result: dict, *, threshold: float = 0.9, window: int = 50, last: int = 100) -> dict:
     """Success and final accuracy of every network of a ``gated_sweep`` result, the criteria of figures 3-4:
     success when the running mean (``window`` steps) of the test accuracy reaches ``threshold`` and stays above it
-    to the end; final accuracy the mean over the ``last`` training steps.
+    to the end; final accuracy the mean over the ``last`` training steps. A network whose training failed
+    (``failed``) is no success, with no steps to criterion and a NaN final accuracy (``summarize_delay_sweep``).
 
-    Returns {"success", "final_accuracy", "steps_to_criterion": {cell: (n_biases, K, n_tasks, D, S)}} (steps to
-    criterion count training steps, -1: never)."""
-    out = {"success": {}, "final_accuracy": {}, "steps_to_criterion": {}}
+    Returns {"success", "final_accuracy", "steps_to_criterion", "failed": {cell: (n_biases, K, n_tasks, D, S)}}
+    (steps to criterion count training steps, -1: never)."""
+    out = {"success": {}, "final_accuracy": {}, "steps_to_criterion": {}, "failed": {}}
     for cell, acc in result["accuracy"].items():  # (steps, ...)
         n, shape = acc.shape[0], acc.shape[1:]
+        failed = result["failed"][cell].to(torch.bool)  # shape
         w = min(window, n)
         sm = running_mean(acc, w).reshape(n - w + 1, -1)  # (n - w + 1, networks)
-        steps = steps_to_criterion(sm, threshold, steps_dim=0)
-        steps = torch.where(steps >= 0, steps + w - 1, steps).reshape(shape)
+        steps = steps_to_criterion(sm, threshold, steps_dim=0).reshape(shape)
+        steps = torch.where((steps >= 0) & ~failed, steps + w - 1, -1)
         out["steps_to_criterion"][cell] = steps
         out["success"][cell] = steps >= 0
-        out["final_accuracy"][cell] = final_accuracy(acc, last)
+        out["final_accuracy"][cell] = torch.where(failed, torch.nan, final_accuracy(acc, last))
+        out["failed"][cell] = failed
     return out

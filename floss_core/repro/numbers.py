@@ -43,7 +43,8 @@ def rate_text(success) -> str:
 
 def delay_numbers(prefix: str, delays, summary: dict, conditions, pairs=()) -> dict:
     """The numbers of a delay sweep's summary (``experiments.summarize_delay_sweep``) for one task: per condition
-    and delay the success rate with its Wilson interval and the mean final accuracy with its bootstrap interval,
+    and delay the success rate with its Wilson interval and the mean final accuracy with its bootstrap interval
+    (over the networks whose training did not fail; its ``_n`` says how many; none: no final-accuracy numbers),
     and per pair (a, b) of conditions and delay Fisher's p of a's successes against b's.
 
     Labels: ``<prefix>_<condition>_d<d>_{successes,n,rate,low,high}``, ``..._final_{mean,low,high}``,
@@ -52,7 +53,9 @@ def delay_numbers(prefix: str, delays, summary: dict, conditions, pairs=()) -> d
     for c in conditions:
         for i, d in enumerate(delays):
             out.update(rate_numbers(f"{prefix}_{c}_d{d}", summary["success"][c][i]))
-            out.update(mean_numbers(f"{prefix}_{c}_d{d}_final", summary["final_accuracy"][c][i]))
+            final = summary["final_accuracy"][c][i]  # (S,), NaN for networks whose training failed
+            if bool(final.isfinite().any()):
+                out.update(mean_numbers(f"{prefix}_{c}_d{d}_final", final[final.isfinite()]))
     for a, b in pairs:
         for i, d in enumerate(delays):
             out.update(difference_numbers(f"{prefix}_d{d}_{a}_vs_{b}", summary["success"][a][i],
