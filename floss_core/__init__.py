@@ -3,6 +3,7 @@
 The public API is what this module re-exports; everything else may change. The package's layers, each importing
 only from those before it:
 
+    _source                         the hash of the computing code at import (what the cache keys results by)
     checks, rng, tasks, ensemble    argument checks, random draws, task batches, per-network training helpers
     cells                           the cell protocol, TanhRNN, LSTM, GRU, torch.nn modules, ModelConfig
     spectrum                        lyapunov_spectrum: the reference and the fast engine
@@ -12,6 +13,7 @@ only from those before it:
     experiments                     the computation behind each figure
     repro                           cache, plotting and the notebook runner
 """
+from . import _source  # noqa: F401 - first: the hash of the code as imported, which the cache keys results by
 from . import adapters
 from .cells import GRU, LSTM, ModelConfig, TanhRNN
 from .flossing import FlossConfig, FlossResult, floss, flossing_loss, flossing_spectrum

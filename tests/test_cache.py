@@ -73,26 +73,36 @@ def test_code_version_is_part_of_the_key(tmp_path, monkeypatch):
     assert compute.calls == 2
 
 
-def test_code_version_hashes_every_package_source_file(tmp_path, monkeypatch):
+def test_code_version_hashes_the_computing_source_files_only(tmp_path):
+    """Every *.py counts but repro/ (caching, plotting, running) and hidden directories (checkpoint copies)."""
+    from floss_core._source import source_hash
+
     pkg = tmp_path / "pkg"
-    (pkg / "sub").mkdir(parents=True)
+    for sub in ("sub", "repro", ".ipynb_checkpoints"):
+        (pkg / sub).mkdir(parents=True)
     (pkg / "a.py").write_text("x = 1\n")
     (pkg / "sub" / "b.py").write_text("y = 2\n")
     (pkg / "notes.txt").write_text("not code\n")
-    monkeypatch.setattr(cache, "_PACKAGE", pkg)
+    v0 = source_hash(pkg)
+    (pkg / "notes.txt").write_text("changed, but not code\n")
+    (pkg / "repro" / "plotting.py").write_text("a plot changed\n")
+    (pkg / ".ipynb_checkpoints" / "a-checkpoint.py").write_text("x = 5\n")
+    assert source_hash(pkg) == v0
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert source_hash(pkg) != v0
 
-    def version():
-        cache.code_version.cache_clear()
-        return cache.code_version()
 
-    try:
-        v0 = version()
-        (pkg / "notes.txt").write_text("changed, but not code\n")
-        assert version() == v0
-        (pkg / "sub" / "b.py").write_text("y = 3\n")
-        assert version() != v0
-    finally:
-        cache.code_version.cache_clear()
+def test_code_version_is_the_code_as_imported(monkeypatch):
+    """Taken when floss_core is imported: a file edited later does not change the key of what this process
+    computes (its results come from the code it imported)."""
+    from floss_core import _source
+
+    before = cache.code_version()
+    assert _source.AT_IMPORT == _source.source_hash()  # nothing was edited since the import
+    monkeypatch.setattr(_source, "source_hash", lambda package=None: "an edited file")
+    assert cache.code_version() == before
+    monkeypatch.setattr(_source, "AT_IMPORT", "other code")
+    assert cache.code_version() != before
 
 
 def test_sidecar_records_params_and_version(tmp_path):

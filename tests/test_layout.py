@@ -10,7 +10,7 @@ MAX_LINES = 400
 
 # floss_core's layers, lowest first: a module imports only from its own layer's package or from lower layers.
 LAYERS = [
-    ["checks", "rng"],
+    ["_source", "checks", "rng"],
     ["tasks", "ensemble"],
     ["cells"],
     ["spectrum"],

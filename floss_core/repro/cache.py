@@ -1,9 +1,10 @@
 """A disk cache for the slow computations of the figure notebooks.
 
 ``cached(name, params, compute)`` returns ``compute()``, a dict of tensors / lists / numbers, and stores it on disk
-under a key made of the name, the parameters (as canonical JSON) and the *code version*: a hash of every ``*.py``
-file of the floss_core package (and the torch version). Rerunning a notebook with the same parameters and unchanged
-library code only re-plots; changing a parameter or any library file recomputes.
+under a key made of the name, the parameters (as canonical JSON) and the *code version*: a hash of the torch version
+and of the floss_core code that computes results, as imported (every ``*.py`` but ``repro/``: ``floss_core._source``).
+Rerunning a notebook with the same parameters and unchanged library code only re-plots; changing a parameter or a
+computing file of the library recomputes (a change of the plotting or the runner does not).
 
 Layout of the cache directory (default ``$FLOSS_CACHE_DIR``, else ``_cache/`` under the working directory):
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import numbers
@@ -32,9 +32,9 @@ from typing import Callable
 
 import torch
 
-__all__ = ["cached", "code_version", "cache_key", "default_cache_dir"]
+from .. import _source
 
-_PACKAGE = Path(__file__).resolve().parent.parent  # floss_core/: its code is hashed, never written to
+__all__ = ["cached", "code_version", "cache_key", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -43,16 +43,10 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.cwd() / "_cache"
 
 
-@functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """sha256 (16 hex digits) of every ``*.py`` under floss_core/ (sorted paths and contents) and the torch version.
-
-    Computed once per process: it describes the code this process imported (edits after that need a restart)."""
-    h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    """sha256 (16 hex digits) of the torch version and of floss_core's computing code as this process imported it
+    (``floss_core._source``: every ``*.py`` but ``repro/``, hashed at import; edits after that need a restart)."""
+    return hashlib.sha256(f"torch {torch.__version__}\n{_source.AT_IMPORT}".encode()).hexdigest()[:16]
 
 
 def _dataclass_as_dict(value):
