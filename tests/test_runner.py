@@ -126,10 +126,12 @@ def run(project, *args, **extra_env):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("quick_run"))
-    figures = project / "figures"
-    figures.mkdir()
+    figures = project / "figures" / "quick"  # FLOSS_FIG_DIR/quick: quick figures never go over paper-scale ones
+    figures.mkdir(parents=True)
     (figures / "beta.png").write_bytes(b"previous beta figure")
     (figures / "beta.pdf").write_bytes(b"previous beta pdf")
+    (project / "executed" / "quick").mkdir(parents=True)
+    (project / "executed" / "quick" / "02_beta_fails.ipynb").write_text("previous good run")
     return project, run(project, "--quick")
 
 
@@ -138,13 +140,14 @@ def test_a_failing_notebook_does_not_stop_the_others_and_exits_1(quick_run):
     assert out.rc == 1, out.log
     assert "[1/4] 01_alpha_first" in out.out and "[3/4] 03_alpha_last" in out.out, out.log
     for name in ("alpha", "gamma"):
-        assert (project / "figures" / f"{name}.png").stat().st_size > 100
-        assert (project / "figures" / f"{name}.pdf").exists()
+        assert (project / "figures" / "quick" / f"{name}.png").stat().st_size > 100
+        assert (project / "figures" / "quick" / f"{name}.pdf").exists()
+    assert not list((project / "figures").glob("*.png")), "a quick run wrote beside the paper-scale figures"
 
 
 def test_a_failing_notebook_leaves_the_previous_figures(quick_run):
     project, _ = quick_run
-    figures = project / "figures"
+    figures = project / "figures" / "quick"
     # the failing notebook's half-written figure did not replace the previous one
     assert (figures / "beta.png").read_bytes() == b"previous beta figure"
     assert (figures / "beta.pdf").read_bytes() == b"previous beta pdf"
@@ -160,15 +163,17 @@ def test_each_failed_notebook_is_named_on_stderr_with_its_log_and_last_lines(qui
         assert f"log: {executed / stem}.log" in out.err
     assert "| RuntimeError: this notebook fails on purpose" in out.err  # the last log lines
     assert "on purpose" in (executed / "02_beta_fails.log").read_text()
-    assert f"partly executed notebook {executed / '02_beta_fails.ipynb'}" in out.err
-    assert (executed / "02_beta_fails.ipynb").exists()
+    assert f"partly executed notebook {executed / '02_beta_fails.failed.ipynb'}" in out.err
+    assert (executed / "02_beta_fails.failed.ipynb").exists()
+    # the last good executed copy stays (here: the one the fixture made before the failing run)
+    assert (executed / "02_beta_fails.ipynb").read_text() == "previous good run"
     # an undeclared entry of a notebook's own quick section fails it, naming the parameter
     assert "sizee" in (executed / "04_delta_typo.log").read_text()
 
 
 def test_quick_mode_passes_all_then_the_own_section_and_skips_undeclared_all_entries(quick_run):
     project, _ = quick_run
-    figures = project / "figures"
+    figures = project / "figures" / "quick"
     assert json.loads((figures / "01_alpha_first_numbers.json").read_text()) == {"size": 3, "quick": 1}
     assert json.loads((figures / "03_alpha_last_numbers.json").read_text()) == {"size": 100, "quick": 1}
     assert "undeclared_elsewhere" not in (project / "executed" / "quick" / "01_alpha_first.log").read_text()
@@ -176,7 +181,7 @@ def test_quick_mode_passes_all_then_the_own_section_and_skips_undeclared_all_ent
 
 def test_the_kernel_runs_this_python(quick_run):
     project, _ = quick_run
-    prefix, device = (project / "figures" / "kernel.txt").read_text().split("\n")
+    prefix, device = (project / "figures" / "quick" / "kernel.txt").read_text().split("\n")
     assert Path(prefix).resolve() == Path(sys.prefix).resolve() and device == "cpu"
 
 
@@ -264,6 +269,16 @@ def test_cuda_without_cuda_is_one_usage_error_before_anything_runs(project, monk
     assert run(project, "--list", "--device", "cuda", "01").rc == 0  # listing runs nothing: no CUDA needed
 
 
+@pytest.mark.parametrize("device, match", [("meta", "meta device holds no data"), ("mps", "not usable here"),
+                                           ("xla", "not usable here")])
+def test_a_device_that_cannot_hold_tensors_here_is_a_usage_error(device, match):
+    from floss_core.repro.settings import UsageError, check_device
+
+    with pytest.raises(UsageError, match=match):
+        check_device(device)
+    check_device("cpu")
+
+
 def test_list_shows_each_notebooks_effective_parameters_and_runs_nothing(project):
     out = run(project, "--list", "--quick", "03", "01_alpha", "01", "delta")
     assert out.rc == 0, out.err
@@ -310,14 +325,15 @@ def test_output_directories_default_to_the_working_directory(tmp_path):
     env = {"FLOSS_FIG_DIR": "f", "FLOSS_CACHE_DIR": "/abs/c", "FLOSS_EXECUTED_DIR": "e", "FLOSS_THREADS": "3"}
     moved = settings_from_env(env, quick=True, cwd=tmp_path)
     assert (moved.fig_dir, moved.cache_dir, moved.executed_dir, moved.threads) == (
-        tmp_path / "f", Path("/abs/c/quick"), tmp_path / "e" / "quick", 3)
+        tmp_path / "f" / "quick", Path("/abs/c/quick"), tmp_path / "e" / "quick", 3)
+    assert settings_from_env(env, cwd=tmp_path).fig_dir == tmp_path / "f"  # paper scale: FLOSS_FIG_DIR itself
 
 
 def test_the_kernel_sees_the_runner_environment(tmp_path):
     project = one_notebook_project(tmp_path, ENV_BODY)
     out = run(project, "--quick", FLOSS_THREADS="1", TQDM_MININTERVAL=None)
     assert out.rc == 0, out.log + (project / "executed" / "quick" / "01_single.log").read_text()
-    seen = json.loads((project / "figures" / "env.json").read_text())
+    seen = json.loads((project / "figures" / "quick" / "env.json").read_text())
     assert seen["FLOSS_NOTEBOOK"] == "01_single" and seen["TQDM_MININTERVAL"] == "10"
     assert {seen[v] for v in ("FLOSS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")} == {"1"}
     assert seen["FLOSS_CACHE_DIR"] == str(project / "cache" / "quick")
@@ -338,7 +354,7 @@ def test_a_first_run_creates_the_state_directories_and_leaves_no_temp_directorie
     log = (project / "executed" / "quick" / "01_single.log").read_text()
     assert out.rc == 0, out.log + log
     assert all(d.is_dir() for d in dirs.values())
-    seen = json.loads((project / "figures" / "env.json").read_text())
+    seen = json.loads((project / "figures" / "quick" / "env.json").read_text())
     assert seen["tempdir"] == str(tmp) and seen["mpl_config"] == str(home / "mpl")
     assert "not a writable location" not in log
     assert sorted(p.name for p in tmp.iterdir()) == [], "the kernel left directories in its temp directory"
@@ -373,7 +389,7 @@ def test_run_all_sh_exits_1_and_names_the_failed_notebooks(project):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED: 02_beta_fails 04_delta_typo" in out.stderr and "[1/3] 01_alpha_first" in out.stdout
     assert f"log: {project / 'executed' / 'quick' / '02_beta_fails.log'}" in out.stderr
-    prefix, _ = (project / "figures" / "kernel.txt").read_text().split("\n")
+    prefix, _ = (project / "figures" / "quick" / "kernel.txt").read_text().split("\n")
     assert Path(prefix).resolve() == Path(sys.prefix).resolve()  # run_all.sh used the active environment
 
 
@@ -415,7 +431,7 @@ def test_run_all_sh_interrupted_exits_130_and_leaves_no_temp_directories(tmp_pat
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr
     assert not list((project / "executed").rglob(".figures-*")), "temporary figure directories left behind"
-    assert not (project / "figures" / "half.png").exists()
+    assert not (project / "figures" / "quick" / "half.png").exists()
     kernel = int(started.read_text())
     deadline = time.monotonic() + 15
     while _alive(kernel) and time.monotonic() < deadline:

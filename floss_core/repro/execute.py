@@ -21,8 +21,8 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["KERNEL", "STATE_DIR_VARIABLES", "ensure_python3_kernel", "execute", "kernel_environment",
-           "make_state_dirs", "run_notebook"]
+__all__ = ["KERNEL", "STATE_DIR_VARIABLES", "ensure_python3_kernel", "execute", "failed_copy",
+           "kernel_environment", "make_state_dirs", "run_notebook"]
 
 KERNEL = "python3"
 # Where IPython, Jupyter and matplotlib keep state (_env.sh points them into <repo>/.home). They must exist: a
@@ -159,23 +159,36 @@ def _move_files(src: Path, dst: Path) -> int:
 
 
 def run_notebook(params, *, fig_dir: Path, executed_dir: Path, env: Mapping[str, str]) -> tuple[str, int]:
-    """Run one notebook (``quick_params.NotebookParameters``) with kernel environment ``env``, into
-    ``executed_dir/<stem>.ipynb`` and ``.log``; (status, number of figure files moved into ``fig_dir``).
+    """Run one notebook (``quick_params.NotebookParameters``) with kernel environment ``env``; (status, number of
+    figure files moved into ``fig_dir``). The log of the run is ``executed_dir/<stem>.log``. The executed notebook
+    replaces ``<stem>.ipynb`` only when it succeeds; a failed run's partly executed copy is ``<stem>.failed.ipynb``
+    (``failed_copy``), and the last good ``<stem>.ipynb`` stays, like the figures.
 
     Invalid parameters fail the notebook without running it, the message in its log.
     """
-    log, output = executed_dir / f"{params.stem}.log", executed_dir / f"{params.stem}.ipynb"
-    output.unlink(missing_ok=True)
+    log, output, failed = (executed_dir / f"{params.stem}.log", executed_dir / f"{params.stem}.ipynb",
+                           failed_copy(executed_dir, params.stem))
+    failed.unlink(missing_ok=True)
     if params.error:
         log.write_text(params.error + "\n")
         return "FAILED", 0
     log.write_text(f"parameters: {params.values}\n")
     tmp_fig = Path(tempfile.mkdtemp(prefix=f".figures-{params.stem}.", dir=executed_dir))
+    running = tmp_fig.with_name(f"{tmp_fig.name}.ipynb")  # hidden, beside the temporary figures
     try:
         kernel_env = {**env, "FLOSS_FIG_DIR": str(tmp_fig)}
-        if not execute(params.path, output, log, parameters=params.values, env=kernel_env):
+        if not execute(params.path, running, log, parameters=params.values, env=kernel_env):
+            if running.exists():
+                os.replace(running, failed)
             return "FAILED", 0
         n_files = _move_files(tmp_fig, fig_dir)
+        os.replace(running, output)
         return ("ok" if n_files else "ok (no figures)"), n_files
     finally:
         shutil.rmtree(tmp_fig, ignore_errors=True)
+        running.unlink(missing_ok=True)
+
+
+def failed_copy(executed_dir: Path, stem: str) -> Path:
+    """Where a failed run leaves its partly executed notebook."""
+    return executed_dir / f"{stem}.failed.ipynb"

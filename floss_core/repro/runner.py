@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .cluster import LOCAL, check_cluster_spec, open_cluster
-from .execute import ensure_python3_kernel, kernel_environment, make_state_dirs, run_notebook
+from .execute import ensure_python3_kernel, failed_copy, kernel_environment, make_state_dirs, run_notebook
 from .quick_params import (
     NotebookParameters,
     declared_parameters,
@@ -76,11 +76,13 @@ figures/, executed copies into _executed/ and caches into _cache/ (all relative 
 run_all.sh runs from the repository root). A notebook's figures are written into a temporary directory and moved
 into place only if the notebook succeeds, so a failing notebook leaves the previous figures intact. After a
 failure the remaining notebooks still run; the exit status is 1 and every failed notebook is named (its log:
-_executed/[quick/]NAME.log; the partly executed notebook next to it).
+_executed/[quick/]NAME.log; the partly executed notebook next to it, NAME.failed.ipynb: the last good NAME.ipynb
+stays).
 
 Environment:
   FLOSS_THREADS        threads for torch / OpenMP / MKL, a positive integer (default: all cores, nproc)
-  FLOSS_FIG_DIR        figure directory (default figures/, or figures_quick/ with --quick)
+  FLOSS_FIG_DIR        figure directory (default figures/, or figures_quick/ with --quick; with --quick a given
+                       FLOSS_FIG_DIR gets its subdirectory quick/, so quick figures never replace full ones)
   FLOSS_CACHE_DIR      cache directory (default _cache/; --quick uses its subdirectory quick/)
   FLOSS_EXECUTED_DIR   executed notebooks and logs (default _executed/; --quick uses quick/ inside it)
   FLOSS_NOTEBOOK_DIR   where the notebooks are (default notebooks/; the tests point it at throwaway notebooks)
@@ -132,7 +134,7 @@ def run_notebooks(plans: list[NotebookParameters], settings: Settings, env: Mapp
     if failed:
         print(f"{PROG}: {len(failed)} of {len(plans)} notebook(s) FAILED: {' '.join(failed)}", file=sys.stderr)
         for stem in failed:
-            output = settings.executed_dir / f"{stem}.ipynb"
+            output = failed_copy(settings.executed_dir, stem)
             kept = f"; partly executed notebook {output}" if output.exists() else ""
             print(f"  {stem}: log {settings.executed_dir / f'{stem}.log'}{kept}", file=sys.stderr)
         return 1

@@ -100,6 +100,8 @@ def settings_from_env(env: Mapping[str, str], *, quick: bool = False, cwd=None) 
         cache_dir, executed_dir = cache_dir / "quick", executed_dir / "quick"
         if fig_dir.resolve() == (cwd / "figures").resolve():
             raise UsageError("--quick must not write into figures/ (unset FLOSS_FIG_DIR)")
+        if env.get("FLOSS_FIG_DIR"):  # the paper-scale figures' directory: quick ones go beside them, never over them
+            fig_dir = fig_dir / "quick"
     quick_params = path("FLOSS_QUICK_PARAMS", str(notebook_dir / QUICK_PARAMS_NAME))
     if env.get("FLOSS_QUICK_PARAMS") and not quick_params.is_file():
         raise UsageError(f"FLOSS_QUICK_PARAMS: no file '{env['FLOSS_QUICK_PARAMS']}'")
@@ -107,18 +109,26 @@ def settings_from_env(env: Mapping[str, str], *, quick: bool = False, cwd=None) 
 
 
 def check_device(device: str, *, available: bool = True) -> None:
-    """UsageError unless ``torch.device(device)`` parses and, with ``available``, a cuda device exists."""
+    """UsageError unless ``torch.device(device)`` parses, is not "meta" and, with ``available``, exists here (a cuda
+    device by count, any other by making a tensor there)."""
     import torch
 
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise UsageError(f"invalid --device {device!r}: {err}") from None
+    if parsed.type == "meta":
+        raise UsageError(f"--device {device}: a meta device holds no data, the figures cannot be computed on it")
     if available and parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available here (torch.cuda.is_available() is False)")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: only {torch.cuda.device_count()} cuda device(s) here")
+    elif available:  # e.g. mps, xpu, cpu:7: usable only if a tensor can be made there
+        try:
+            torch.zeros(1, device=parsed) + 1
+        except Exception as err:  # noqa: BLE001 - any failure means the notebooks would fail there
+            raise UsageError(f"--device {device}: not usable here ({type(err).__name__}: {err})") from None
 
 
 def select_notebooks(notebook_dir, names=()) -> list[Path]:
