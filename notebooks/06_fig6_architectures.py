@@ -141,8 +141,12 @@ def finite(acc):
 
 
 def acc_test(prefix, a, b):
-    """Permutation test of the mean final accuracies (seeded): the difference and its two-sided p."""
-    c = compare_means(finite(a), finite(b))
+    """Permutation test of the mean final accuracies (seeded): the difference and its two-sided p (none where fewer
+    than 2 networks of a condition trained without failing)."""
+    a, b = finite(a), finite(b)
+    if min(len(a), len(b)) < 2:
+        return
+    c = compare_means(a, b)
     numbers.update({f"{prefix}_difference": c["difference"], f"{prefix}_p": c["p"]})
 
 
@@ -156,7 +160,9 @@ for cell in cells:
                 prefix = f"{tag(cell, bias)}_k{k}_{task}_d{d}"
                 ok = summary["success"][cell][b, q, j, i]  # (S,)
                 numbers.update(rate_numbers(prefix, ok))
-                numbers.update(mean_numbers(f"{prefix}_acc", finite(summary["final_accuracy"][cell][b, q, j, i])))
+                acc = finite(summary["final_accuracy"][cell][b, q, j, i])
+                if len(acc):  # none where every network of the condition failed
+                    numbers.update(mean_numbers(f"{prefix}_acc", acc))
                 if k:  # preflossed vs plain, same initialization: Fisher's exact test, permutation test of the
                     # mean final accuracy (informative where no network reaches the success criterion)
                     numbers.update(difference_numbers(f"{tag(cell, bias)}_{task}_d{d}_k{k}_vs_none", ok,

@@ -44,7 +44,8 @@ def rate_text(success) -> str:
 def delay_numbers(prefix: str, delays, summary: dict, conditions, pairs=()) -> dict:
     """The numbers of a delay sweep's summary (``experiments.summarize_delay_sweep``) for one task: per condition
     and delay the success rate with its Wilson interval and the mean final accuracy with its bootstrap interval
-    (over the networks whose training did not fail; its ``_n`` says how many; none: no final-accuracy numbers),
+    (over the networks whose training did not fail: the summary's "failed" says which; none left: no final-accuracy
+    numbers),
     and per pair (a, b) of conditions and delay Fisher's p of a's successes against b's.
 
     Labels: ``<prefix>_<condition>_d<d>_{successes,n,rate,low,high}``, ``..._final_{mean,low,high}``,

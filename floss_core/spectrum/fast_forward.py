@@ -127,15 +127,14 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
             for t in range(t0, t1 + 1):
                 orthonormalize(t, push(t), 1)
             window = max(1, (t1 - t0 + 1) // 2)
-        elif plan.schedule is None:  # the next window from this one's stretching, over the finite networks
+        elif plan.schedule is None:  # the next window from this one's stretching
             ld = torch.diagonal(Ls[t1], dim1=-2, dim2=-1).abs().log()  # (M, k)
-            ld = ld[torch.isfinite(ld).all(-1)]  # a diverged network does not shorten the others' windows
             n = t1 - t0 + 1
-            growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / n if len(ld) else math.inf  # log kappa per step
-            size = float(ld.abs().amax()) / n if len(ld) else math.inf  # |log stretch| per step
+            growth = float((ld.amax(-1) - ld.amin(-1)).amax()) / n  # log kappa per step (NaN/inf: one step)
+            size = float(ld.abs().amax()) / n  # |log stretch| per step
             fit = min(int(math.log(max(plan.kappa, 1.0)) / max(growth, 1e-12)),
-                      int(scale / max(size, 1e-12))) if growth < math.inf and size < math.inf else 1
-            window = max(1, min(plan.max_window, fit))
+                      int(0.5 * scale / max(size, 1e-12))) if growth < math.inf and size < math.inf else 1
+            window = max(1, min(plan.max_window, fit))  # aimed at half the range: few windows need a redo
         t0 = t1 + 1
 
     lam = torch.stack([log_r[t] for t in sorted(log_r)]).sum(0) / (T - n_tr)  # (M, k)
