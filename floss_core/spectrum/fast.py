@@ -16,11 +16,12 @@ compare against) and the same gradients, computed differently:
 3. **Fewer orthonormalizations where that is exact.** Between two QRs the exponents only need the product of the
    R factors, and ``QR(J_2 J_1 Q) = (Q'', R'' R')`` whenever ``J_1 Q = Q' R'`` and ``J_2 Q' = Q'' R''``: skipping a QR
    changes nothing but roundoff, as long as the un-orthonormalized basis stays well conditioned. ``t_ons="auto"``
-   picks each window's length from the measured stretching (largest over smallest ``|R_ii|`` of the last window),
-   and a window whose basis turned out too ill-conditioned (Cholesky failure or failed probe after two passes) is
-   rolled back and redone with a QR every step. An integer ``t_ons`` follows the reference's schedule, with the
-   same rollback: where the reference's basis would collapse (large t_ons in a chaotic net), this engine returns
-   the t_ons = 1 answer instead of a wrong one.
+   picks each window's length from the measured stretching (largest over smallest ``|R_ii|`` of the last window,
+   and the largest ``|log|R_ii||``, kept within half the exponent range), and a window whose basis turned out too
+   ill-conditioned (Cholesky failure or failed probe after two passes) or over- or underflowed
+   (``inputs.window_collapsed``) is rolled back and redone with a QR every step. An integer ``t_ons`` follows the
+   reference's schedule, with the same rollback: where the reference's basis would collapse (large t_ons in a
+   chaotic net), this engine returns the t_ons = 1 answer instead of a wrong one.
 4. **One autograd node for the whole recursion** (a custom ``torch.autograd.Function``) instead of autograd through
    every step. It stores the tangent bases and R factors, and back-propagates by hand:
 
