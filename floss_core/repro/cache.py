@@ -4,7 +4,9 @@
 under a key made of the name, the parameters (as canonical JSON) and the *code version*: a hash of the torch version
 and of the floss_core code that computes results, as imported (every ``*.py`` but ``repro/``: ``floss_core._source``).
 Rerunning a notebook with the same parameters and unchanged library code only re-plots; changing a parameter or a
-computing file of the library recomputes (a change of the plotting or the runner does not).
+computing file of the library recomputes (a change of the plotting or the runner does not). The thread count of
+the computation is not part of the key, though it moves results at roundoff: a result computed on one thread per
+Dask worker is served to a run with two threads in one process, and the other way round.
 
 Layout of the cache directory (default ``$FLOSS_CACHE_DIR``, else ``_cache/`` under the working directory):
 
