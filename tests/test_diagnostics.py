@@ -282,3 +282,10 @@ def test_steps_to_criterion_rejects_bad_threshold_and_shape():
     for bad in (torch.ones(5), torch.ones(2, 3, 4), torch.ones(2, 0)):
         with pytest.raises(ValueError, match="accuracy"):
             steps_to_criterion(bad)
+
+
+def test_criterion_outcome_needs_one_failed_flag_per_network():
+    from floss_core.diagnostics import criterion_outcome
+
+    with pytest.raises(ValueError, match=r"failed must have the networks' shape \(2, 3\)"):
+        criterion_outcome(torch.rand(20, 2, 3), torch.zeros(3, dtype=torch.bool))

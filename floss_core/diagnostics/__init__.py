@@ -9,6 +9,7 @@ shrink like the singular values of P, ``sigma_i(tau) ~ exp(tau * lambda_i)`` wit
     condition_number                    log(sigma_1 / sigma_k) from those.
     steps_to_criterion, success         when a training run reached (and kept) a target accuracy.
     running_mean, final_accuracy        smoothing and the end of an accuracy curve.
+    criterion_outcome                   the figures' criteria per network (failed training: no success).
     gate_statistics                     mean gate values of LSTMs and GRUs along a trajectory (saturation).
     success_rate, mean_interval,        intervals and tests over networks (scipy), for the figures' claims.
     compare_success, compare_means
@@ -16,9 +17,9 @@ shrink like the singular values of P, ``sigma_i(tau) ~ exp(tau * lambda_i)`` wit
 from .gates import gate_statistics
 from .gradients import gradient_norm_profile
 from .jacobian import condition_number, long_term_jacobian_singular_values
-from .outcome import final_accuracy, running_mean, steps_to_criterion, success
+from .outcome import criterion_outcome, final_accuracy, running_mean, steps_to_criterion, success
 from .statistics import compare_means, compare_success, mean_interval, success_rate
 
 __all__ = ["gradient_norm_profile", "long_term_jacobian_singular_values", "condition_number", "steps_to_criterion",
            "success", "running_mean", "final_accuracy", "success_rate", "mean_interval", "compare_success",
-           "compare_means", "gate_statistics"]
+           "compare_means", "gate_statistics", "criterion_outcome"]

@@ -10,7 +10,7 @@ import torch
 
 from ..checks import check_int, check_number
 
-__all__ = ["steps_to_criterion", "success", "running_mean", "final_accuracy"]
+__all__ = ["steps_to_criterion", "success", "running_mean", "final_accuracy", "criterion_outcome"]
 
 
 def _steps_last(accuracy, steps_dim) -> torch.Tensor:
@@ -62,3 +62,26 @@ def final_accuracy(accuracy: torch.Tensor, last: int = 100) -> torch.Tensor:
     """Mean accuracy over the last ``last`` training steps: (steps, ...) -> (...)."""
     check_int("last", last, 1)
     return accuracy[-min(last, accuracy.shape[0]):].mean(0)
+
+
+def criterion_outcome(accuracy: torch.Tensor, failed: torch.Tensor, *, threshold: float = 0.9, window: int = 50,
+                      last: int = 100) -> dict:
+    """The figures' criteria for accuracies (steps, ...) of networks shaped like ``failed`` (...):
+
+    "smoothed" (steps - w + 1, ...): the running mean over w = min(window, steps) steps (quick runs may train for
+    fewer steps than the window); "steps_to_criterion" (...): the training step from which it stays >= threshold
+    to the end (-1: never); "success" (...): whether there is one; "final_accuracy" (...): the mean over the
+    ``last`` steps. A network whose training failed (non-finite loss or gradient: frozen) is no success, whatever
+    its frozen accuracy, and has no steps to criterion (-1) and a NaN final accuracy, as in the author's code,
+    where it would have gone on as NaN."""
+    check_int("window", window, 1)
+    failed = failed.to(torch.bool)
+    n, shape = accuracy.shape[0], accuracy.shape[1:]
+    if failed.shape != shape:
+        raise ValueError(f"failed must have the networks' shape {tuple(shape)}, got {tuple(failed.shape)}")
+    w = min(window, n)
+    smoothed = running_mean(accuracy, w)  # (n - w + 1, ...)
+    steps = steps_to_criterion(smoothed.reshape(n - w + 1, -1), threshold, steps_dim=0).reshape(shape)
+    steps = torch.where((steps >= 0) & ~failed, steps + w - 1, -1)
+    return {"smoothed": smoothed, "steps_to_criterion": steps, "success": steps >= 0,
+            "final_accuracy": torch.where(failed, torch.nan, final_accuracy(accuracy, last))}

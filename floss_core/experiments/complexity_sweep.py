@@ -17,7 +17,7 @@ import torch
 
 from ..cells import ModelConfig
 from ..checks import check_int
-from ..diagnostics import final_accuracy, running_mean, success
+from ..diagnostics import criterion_outcome
 from ..flossing import FlossConfig, floss
 from ..tasks import InputEncoding, TaskConfig
 from ..training import FlossSchedule, TrainConfig, train
@@ -185,9 +185,7 @@ def complexity_outcome(result: dict, *, threshold: float = 0.9, window: int = 50
     Returns {task: {"success": bool (len(ks), S), "final_accuracy": (len(ks), S), "failed": bool (len(ks), S)}}."""
     out = {}
     for name, acc in result["accuracy"].items():  # (steps, K, S)
-        n, K, S = acc.shape
         failed = result["failed"][name].to(torch.bool)  # (K, S)
-        smooth = running_mean(acc, min(window, n)).reshape(-1, K * S)  # (n - window + 1, K * S)
-        out[name] = {"success": success(smooth, threshold, steps_dim=0).reshape(K, S) & ~failed,
-                     "final_accuracy": torch.where(failed, torch.nan, final_accuracy(acc, last)), "failed": failed}
+        o = criterion_outcome(acc, failed, threshold=threshold, window=window, last=last)
+        out[name] = {"success": o["success"], "final_accuracy": o["final_accuracy"], "failed": failed}
     return out

@@ -29,7 +29,7 @@ import torch
 
 from ..cells import ModelConfig
 from ..checks import check_choice, check_int, check_number
-from ..diagnostics import final_accuracy, gate_statistics, running_mean, steps_to_criterion
+from ..diagnostics import criterion_outcome, gate_statistics
 from ..ensemble import concat_networks
 from ..flossing import FlossConfig, floss
 from ..tasks import TASKS, InputEncoding, TaskConfig, bit_signal, random_bits
@@ -248,14 +248,9 @@ def summarize_gated_sweep(result: dict, *, threshold: float = 0.9, window: int =
     (steps to criterion count training steps, -1: never)."""
     out = {"success": {}, "final_accuracy": {}, "steps_to_criterion": {}, "failed": {}}
     for cell, acc in result["accuracy"].items():  # (steps, ...)
-        n, shape = acc.shape[0], acc.shape[1:]
-        failed = result["failed"][cell].to(torch.bool)  # shape
-        w = min(window, n)
-        sm = running_mean(acc, w).reshape(n - w + 1, -1)  # (n - w + 1, networks)
-        steps = steps_to_criterion(sm, threshold, steps_dim=0).reshape(shape)
-        steps = torch.where((steps >= 0) & ~failed, steps + w - 1, -1)
-        out["steps_to_criterion"][cell] = steps
-        out["success"][cell] = steps >= 0
-        out["final_accuracy"][cell] = torch.where(failed, torch.nan, final_accuracy(acc, last))
+        failed = result["failed"][cell].to(torch.bool)
+        o = criterion_outcome(acc, failed, threshold=threshold, window=window, last=last)
+        for key in ("success", "final_accuracy", "steps_to_criterion"):
+            out[key][cell] = o[key]
         out["failed"][cell] = failed
     return out

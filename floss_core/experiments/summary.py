@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_int
-from ..diagnostics import final_accuracy, running_mean, steps_to_criterion
+from ..diagnostics import criterion_outcome
 
 __all__ = ["summarize_delay_sweep"]
 
@@ -14,10 +13,9 @@ def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, wi
     """Success, steps to criterion and final accuracy per condition for one task of a ``delay_sweep`` result.
 
     Success: the running mean (``window`` steps, at most the training steps) of the test accuracy reaches
-    ``threshold`` and stays above it until the end (``diagnostics.steps_to_criterion``); steps_to_criterion counts
-    training steps (-1: never). A network whose training failed (non-finite loss or gradient: frozen, ``failed``) is
-    not a success, whatever its frozen accuracy, and has no steps to criterion (-1) and no final accuracy (NaN), as
-    in the author's code, where such a network would go on as NaN.
+    ``threshold`` and stays above it until the end; steps_to_criterion counts training steps (-1: never); final
+    accuracy: the mean over the last 100 steps. A network whose training failed (``failed``) is no success and has a
+    NaN final accuracy (``diagnostics.criterion_outcome``).
     Returns {"success", "steps_to_criterion", "final_accuracy", "failed": {condition: (D, S)}, "smoothed_accuracy":
     {condition: (steps - w + 1, D, S)} with w = min(window, steps), "hardest_informative_delay_index": the delay
     where the success rates of the conditions in ``compare`` (default: all) differ most (ties: the longest such
@@ -29,22 +27,14 @@ def summarize_delay_sweep(result: dict, task: str, *, threshold: float = 0.9, wi
     unknown = [c for c in compare if c not in conditions]
     if not compare or unknown:
         raise ValueError(f"compare must name some of this sweep's conditions {conditions}, got {compare}")
-    check_int("window", window, 1)
     j = result["tasks"].index(task)
     out = {"success": {}, "steps_to_criterion": {}, "final_accuracy": {}, "failed": {}, "smoothed_accuracy": {}}
     for c in conditions:
-        acc = result[c]["accuracy"][:, j]  # (steps, D, S)
-        n, D, S = acc.shape
-        w = min(window, n)  # quick runs may train for fewer steps than the window
         failed = result[c]["failed"][j].to(torch.bool)  # (D, S)
-        sm = running_mean(acc, w)  # (n - w + 1, D, S)
-        steps = steps_to_criterion(sm.reshape(sm.shape[0], D * S), threshold, steps_dim=0).reshape(D, S)
-        steps = torch.where((steps >= 0) & ~failed, steps + w - 1, -1)
-        out["success"][c] = steps >= 0
-        out["steps_to_criterion"][c] = steps
-        out["final_accuracy"][c] = torch.where(failed, torch.nan, final_accuracy(acc))
-        out["failed"][c] = failed
-        out["smoothed_accuracy"][c] = sm
+        o = criterion_outcome(result[c]["accuracy"][:, j], failed, threshold=threshold, window=window)  # (steps, D, S)
+        for key in ("success", "steps_to_criterion", "final_accuracy"):
+            out[key][c] = o[key]
+        out["failed"][c], out["smoothed_accuracy"][c] = failed, o["smoothed"]
     rates = torch.stack([out["success"][c].float().mean(1) for c in compare])  # (C, D)
     gap = rates.max(0).values - rates.min(0).values  # (D,)
     delays = torch.tensor([float(d) for d in result["delays"]])
