@@ -1,13 +1,19 @@
 """Lyapunov spectra and the flossing loss of unmodified PyTorch recurrent modules (``torch.nn.RNNCell``, ``LSTMCell``,
-``GRUCell``, single-layer unidirectional ``nn.RNN`` / ``LSTM`` / ``GRU``)::
+``GRUCell``, unidirectional ``nn.RNN`` (tanh, relu) / ``LSTM`` / ``GRU`` with any ``num_layers``, no projections)::
 
-    lstm = torch.nn.LSTM(3, 64, batch_first=True)
+    lstm = torch.nn.LSTM(3, 64, num_layers=2, batch_first=True)
     loss = task_loss + 0.1 * flossing_loss_of(lstm, x, k=8)      # x (B, T, 3), as the module takes it
-    loss.backward(); optimizer.step()                             # gradients reach lstm.weight_hh_l0 etc.
+    loss.backward(); optimizer.step()                             # gradients reach lstm.weight_hh_l0, _l1 etc.
 
-The module is wrapped in the cell protocol by ``floss_core.cells.adapters.TorchCell`` (one network, E = 1; state
-[h, c] for an LSTM); ``from_torch`` copies its weights into a floss_core model for ``floss`` and ``train``. See that
-module for the conventions (input layouts, start states, the rate vs voltage form of the tanh RNN).
+The module is wrapped in the cell protocol by ``floss_core.cells.adapters.TorchCell`` (one network, E = 1). The
+exponents are those of the joint state of all L layers, layer by layer: [h_1, c_1, ..., h_L, c_L] for an LSTM
+(S = 2 H L; L = 1: [h, c]), [h_1, ..., h_L] otherwise (S = H L). ``h0`` may be in the module's format ((h0, c0) each
+(L, B, H) for an LSTM, (L, B, H) otherwise, or the unbatched (L, H)) or flat ((1, B, S) / (B, S)); ``Q0`` is
+(B, S, k) or (1, B, S, k) in the joint state's order. A multi-layer module with ``dropout > 0`` must be in eval mode
+(in training mode dropout makes its map random: call ``module.eval()`` or set ``dropout=0``). ``from_torch`` copies
+a single-layer module's weights into a floss_core model for ``floss`` and ``train`` (num_layers > 1 raises
+ValueError: floss_core's models are single-layer). See that module for the conventions (input layouts, start states,
+the rate vs voltage form of the tanh RNN).
 """
 from __future__ import annotations
 
@@ -44,40 +50,27 @@ def _sequence(cell: TorchCell, inputs) -> torch.Tensor | None:
 
 
 def _state(cell: TorchCell, h0):
-    """A start state in the module's format (or flat) -> (1, B, S)."""
-    if h0 is None:
-        return None
-    if isinstance(h0, (tuple, list)):
-        if cell.kind != "LSTM" or len(h0) != 2:
-            raise ValueError("a tuple h0 = (h, c) is only for LSTMs")
-        h, c = (t.reshape(-1, cell.hidden_size) if t.dim() <= 1 else t for t in h0)
-        h0 = torch.cat([h, c], dim=-1)
-    if not isinstance(h0, torch.Tensor):
-        raise ValueError(f"h0 must be a tensor (or (h, c) for an LSTM), got {type(h0).__name__}")
-    if h0.dim() == 1:
-        h0 = h0.unsqueeze(0)
-    if h0.dim() == 2:
-        h0 = h0.unsqueeze(0)
-    if h0.dim() != 3 or h0.shape[0] != 1 or h0.shape[-1] != cell.state_size:
-        raise ValueError(f"h0 must have shape (1, B, {cell.state_size}) or (B, {cell.state_size})"
-                         f"{' or be (h, c)' if cell.kind == 'LSTM' else ''}, got {tuple(h0.shape)}")
-    return h0
+    """A start state in the module's format (or flat) -> (1, B, S) (``TorchCell.flat_state``)."""
+    return None if h0 is None else cell.flat_state(h0)
 
 
 def spectrum(module, inputs: torch.Tensor | None, k: int, **kw) -> torch.Tensor:
     """The first k Lyapunov exponents (nats per step) of a torch recurrent module driven by ``inputs``: (k,).
 
     Main arguments:
-        module: an nn.RNNCell, LSTMCell, GRUCell, a single-layer unidirectional nn.RNN, LSTM, GRU, or a TorchCell.
+        module: an nn.RNNCell, LSTMCell, GRUCell, a unidirectional nn.RNN, LSTM, GRU (any num_layers; with
+            dropout > 0 and num_layers > 1 in eval mode), or a TorchCell.
         inputs: as the module takes them: (T, I), or (B, T, I) for cells and batch_first modules, or (T, B, I) for
             batch_first=False modules; None for zero input (then give ``n_steps=`` and optionally ``batch=``).
-        k: how many exponents, 1 <= k <= S (S = H, or 2H for an LSTM).
+        k: how many exponents, 1 <= k <= S (S = H L, or 2 H L for an LSTM; L = num_layers, 1 for cells).
 
     Keyword arguments go to ``floss_core.lyapunov_spectrum`` (n_transient, t_ons, generator, gradient, Q0 as
-    (1, B, S, k) or (B, S, k), ...); ``h0`` may be in the module's format (see the module docstring). With
-    ``reduce="none"`` the result is (B, k). Differentiable with respect to ``module.parameters()``.
+    (1, B, S, k) or (B, S, k) in the joint state's order, ...); ``h0`` may be in the module's format ((h0, c0) each
+    (L, B, H) for an LSTM, (L, B, H) otherwise; see the module docstring) or flat (1, B, S) / (B, S). With
+    ``reduce="none"`` the result is (B, k). Differentiable with respect to ``module.parameters()`` (every layer's).
     """
     cell = _as_cell(module)
+    cell.check_deterministic()
     if "h0" in kw:
         kw["h0"] = _state(cell, kw["h0"])
     if kw.get("Q0") is not None and kw["Q0"].dim() == 3:

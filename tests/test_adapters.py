@@ -186,7 +186,7 @@ def test_tanh_rnn_cell_and_its_voltage_form_twin_have_the_same_exponents():
 # -- bad input -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module, match", [
-    (lambda: nn.LSTM(2, 4, num_layers=2), "num_layers"),
+    (lambda: nn.LSTM(2, 4, num_layers=2, dropout=0.5), "dropout=0.5"),  # stacked: only a random map is refused
     (lambda: nn.GRU(2, 4, bidirectional=True), "bidirectional"),
     (lambda: nn.LSTM(2, 4, proj_size=2), "proj_size"),
     (lambda: nn.Linear(2, 4), "unsupported module"),
