@@ -6,6 +6,7 @@ import torch
 
 from floss_core.diagnostics import gate_statistics
 from floss_core.experiments import GatedSweep, build, gated_sweep, summarize_gated_sweep
+from floss_core.experiments.gated_sweep import gated_conditions
 from floss_core.experiments.common import network_generators
 from floss_core.flossing import floss
 from floss_core.tasks import bit_signal, random_bits
@@ -115,6 +116,9 @@ def test_summary_equals_the_criterion_by_hand():
     ({"gate_batch": 0}, "GatedSweep.gate_batch"),
     ({"delays": [0]}, "GatedSweep.delays[0]"),
     ({"tasks": ["xor"], "delays": [3]}, "delay"),  # XOR needs an even delay
+    ({"state_size": 0}, "GatedSweep.state_size"),
+    ({"state_size": 5}, "GatedSweep.state_size"),  # odd: no LSTM has it
+    ({"state_size": 6, "ks": [0, 7]}, "GatedSweep.ks[1]"),
 ])
 def test_bad_configs_name_their_argument(changes, name):
     params = dict(ks=[0, 2], delays=[2], model={"n_hidden": H})
@@ -127,3 +131,28 @@ def test_an_lstm_only_sweep_may_floss_all_of_its_state():
     build(GatedSweep, cells=["lstm"], ks=[0, 2 * H], model={"n_hidden": H})
     with pytest.raises(ValueError, match="LSTM's state size"):
         build(GatedSweep, cells=["lstm"], ks=[2 * H + 1], model={"n_hidden": H})
+
+
+def test_a_state_size_gives_the_lstm_half_the_units_of_the_gru():
+    s = build(GatedSweep, ks=[0, 6], delays=[2], model={"n_hidden": H}, state_size=6)
+    assert (s.n_hidden("lstm"), s.n_hidden("gru")) == (3, 6)
+    assert (s.cell_state_size("lstm"), s.cell_state_size("gru")) == (6, 6)
+    assert s.model_config("lstm", 1.0).build(1, 1).W.shape == (1, 12, 3)  # 4 gates of H = 3
+    assert s.model_config("gru", 0.0).build(1, 1).W.shape == (1, 18, 6)
+
+
+def test_gated_conditions_take_plain_training_from_the_probe_at_the_same_delays(result):
+    summary = summarize_gated_sweep(result)
+    flossed = {key: {cell: v[:, 1:, :, 1:] for cell, v in summary[key].items()} for key in
+               ("success", "final_accuracy", "steps_to_criterion", "failed")}  # as a sweep of ks = (2,), d = 3
+    plain = {key: {cell: v[:, :1] for cell, v in summary[key].items()} for key in flossed}  # ks = (0,)
+    out = gated_conditions(flossed, "gru", [2], [3], plain=plain, plain_delays=[2, 3], bias=1)
+    assert set(out["success"]) == {"none", "k2"}
+    torch.testing.assert_close(out["final_accuracy"]["none"], summary["final_accuracy"]["gru"][1, 0, 0, 1:],
+                               equal_nan=True)
+    torch.testing.assert_close(out["final_accuracy"]["k2"], summary["final_accuracy"]["gru"][1, 1, 0, 1:],
+                               equal_nan=True)
+    both = gated_conditions(summary, "lstm", [0, 2], [2, 3])  # one sweep with k = 0 in it
+    assert torch.equal(both["success"]["none"], summary["success"]["lstm"][0, 0, 0])
+    with pytest.raises(ValueError, match="lack the delays"):
+        gated_conditions(flossed, "gru", [2], [3], plain=plain, plain_delays=[2])

@@ -38,7 +38,7 @@ from .common import as_tuple, check_seed, network_generators
 from .sharding import Shard, join, open_executor, ranges
 
 __all__ = ["GatedSweep", "gated_sweep", "gate_inputs", "network_gate_statistics", "initial_units",
-           "summarize_gated_sweep", "GATED_CELLS"]
+           "summarize_gated_sweep", "gated_conditions", "GATED_CELLS"]
 
 GATED_CELLS = ("lstm", "gru")
 _STATE_FACTOR = {"lstm": 2, "gru": 1}  # state size S / units H
@@ -57,6 +57,7 @@ class GatedSweep:
     batch: int = TaskConfig.batch  # sequences per training step
     encoding: InputEncoding = InputEncoding()  # of the tasks, the flossing inputs and the gate-statistics inputs
     model: ModelConfig = ModelConfig(cell="lstm", n_hidden=16)  # its cell and memory_bias: set by cells, memory_biases
+    state_size: int | None = None  # S of every cell: H = S / 2 for the LSTM, S for the GRU (None: model.n_hidden)
     train: TrainConfig = TrainConfig(record_every=0)  # no exponents recorded during training (the cost of figure 6)
     floss: FlossConfig = FlossConfig()  # its k is replaced by each k > 0 of ks, its encoding by ``encoding``
     schedule: FlossSchedule = FlossSchedule.pre()  # only pre_steps (E_p) is used
@@ -69,8 +70,14 @@ class GatedSweep:
                                                   lambda n, v: check_choice(n, v, GATED_CELLS)))
         object.__setattr__(self, "memory_biases", _unique("GatedSweep.memory_biases", self.memory_biases,
                                                           lambda n, v: check_number(n, v)))
-        smallest = min(_STATE_FACTOR[c] for c in self.cells) * self.model.n_hidden  # the smallest state size
-        which = "the GRU's" if "gru" in self.cells else "the LSTM's"
+        if self.state_size is not None:
+            check_int("GatedSweep.state_size", self.state_size, 1)
+            if "lstm" in self.cells and self.state_size % 2:
+                raise ValueError(f"GatedSweep.state_size must be even with an LSTM among the cells (S = 2H), got "
+                                 f"{self.state_size}")
+        which = min(self.cells, key=self.cell_state_size)  # the cell with the smallest state size
+        smallest = self.cell_state_size(which)
+        which = f"the {which.upper()}'s"
         object.__setattr__(self, "ks", _unique("GatedSweep.ks", self.ks, lambda n, v: check_int(
             n, v, 0, smallest, note=f" ({which} state size)")))
         object.__setattr__(self, "tasks", as_tuple("GatedSweep.tasks", self.tasks,
@@ -97,8 +104,16 @@ class GatedSweep:
         return [(b, q, s) for b in range(len(self.memory_biases)) for q in range(len(self.ks))
                 for s in range(self.n_networks)]
 
+    def n_hidden(self, cell: str) -> int:
+        """H of ``cell``: state_size / 2 for the LSTM and state_size for the GRU, or model.n_hidden."""
+        return self.model.n_hidden if self.state_size is None else self.state_size // _STATE_FACTOR[cell]
+
+    def cell_state_size(self, cell: str) -> int:
+        """S of ``cell``: 2H for the LSTM ([h, c]), H for the GRU."""
+        return _STATE_FACTOR[cell] * self.n_hidden(cell)
+
     def model_config(self, cell: str, memory_bias: float) -> ModelConfig:
-        return dataclasses.replace(self.model, cell=cell, memory_bias=memory_bias)
+        return dataclasses.replace(self.model, cell=cell, memory_bias=memory_bias, n_hidden=self.n_hidden(cell))
 
     def floss_config(self, k: int) -> FlossConfig:
         """Preflossing of k exponents, its inputs encoded like the tasks'."""
@@ -221,7 +236,8 @@ def gated_sweep(sweep: GatedSweep, *, device: str = "cpu", progress: bool = True
                 items.append(ex.submit(shards[-1], _train_shard, s, cell, a, b, pre, device, inner))
         done = ex.gather(items, shards)
     out = {"cells": list(s.cells), "memory_biases": list(s.memory_biases), "ks": list(s.ks), "tasks": list(s.tasks),
-           "delays": list(s.delays), "accuracy": {}, "failed": {}, "gates": {}, "pre_state": {}}
+           "delays": list(s.delays), "n_hidden": {cell: s.n_hidden(cell) for cell in s.cells}, "accuracy": {},
+           "failed": {}, "gates": {}, "pre_state": {}}
     n_train = len(ranges(n_units * J * D, s.shard_size))
     for cell in s.cells:
         pre, trained = done[:n_pre[cell]], done[n_pre[cell]:n_pre[cell] + n_train]
@@ -253,4 +269,34 @@ def summarize_gated_sweep(result: dict, *, threshold: float = 0.9, window: int =
         for key in ("success", "final_accuracy", "steps_to_criterion"):
             out[key][cell] = o[key]
         out["failed"][cell] = failed
+    return out
+
+
+_OUTCOMES = ("success", "final_accuracy", "steps_to_criterion", "failed")
+
+
+def gated_conditions(summary: dict, cell: str, ks, delays, *, plain: dict | None = None, plain_delays=None,
+                     bias: int = 0, task: int = 0) -> dict:
+    """One cell's outcomes by condition, in the shape of ``summarize_delay_sweep``'s for ``repro.numbers`` and the
+    delay plots: {outcome: {condition: (D, S)}} for "success", "final_accuracy", "steps_to_criterion" and "failed",
+    the conditions "none" (k = 0) and "k<k>" for each k > 0 of ``ks`` (the summarized sweep's ks, in order).
+
+    ``summary``: ``summarize_gated_sweep`` of a sweep over ``delays``; memory bias index ``bias``, task index ``task``.
+    ``plain``: the summary of a second sweep of plain training only (ks = (0,)) over ``plain_delays``, which must
+    hold every delay of ``delays``: "none" is then taken from it at those delays (the same initial networks and
+    training batches as the first sweep's k = 0 would have: both follow the seeds' streams)."""
+    ks, delays = list(ks), list(delays)
+    out = {key: {} for key in _OUTCOMES}
+    for q, k in enumerate(ks):
+        for key in _OUTCOMES:
+            if k or plain is None:
+                out[key]["none" if not k else f"k{k}"] = summary[key][cell][bias, q, task]  # (D, S)
+    if plain is not None:
+        plain_delays = list(plain_delays)
+        missing = [d for d in delays if d not in plain_delays]
+        if missing:
+            raise ValueError(f"plain_delays {plain_delays} lack the delays {missing} of the flossed sweep")
+        index = [plain_delays.index(d) for d in delays]
+        for key in _OUTCOMES:
+            out[key]["none"] = plain[key][cell][bias, 0, task][index]  # (D, S)
     return out
