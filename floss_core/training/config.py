@@ -55,7 +55,7 @@ class TrainConfig:
     record_every: int = 100  # record the exponents every this many steps (0: never)
     record_k: int | None = None  # how many exponents to record (None: FlossConfig.k, at most the state size)
     checkpoint: int = 0  # BPTT in segments of this many steps, recomputed in the backward (0: off; saves memory)
-    bptt: str = "fast"  # "fast" (hand-written BPTT for TanhRNN, autograd for other cells) or "autograd"
+    bptt: str = "fast"  # "fast" (hand-written BPTT for TanhRNN, LSTM and GRU, autograd for other cells) or "autograd"
 
     def __post_init__(self):
         check_int("TrainConfig.n_steps", self.n_steps, 0)

@@ -10,6 +10,7 @@ import torch.utils.checkpoint
 from ..cells.protocol import unroll
 from ..checks import check_choice
 from ..tasks import TaskBatch, TaskConfig
+from .gated_bptt import gated_task_loss, supports_gated_bptt
 from .tanh_bptt import check_batch, check_checkpoint, supports_tanh_bptt, tanh_task_loss
 
 BPTT_METHODS = ("fast", "autograd")
@@ -73,14 +74,17 @@ def task_loss(model, batch: TaskBatch, h0: torch.Tensor, *, checkpoint: int = 0,
     ``checkpoint`` > 0: back-propagation through time in segments of that many steps, each recomputed in the
     backward: memory held for the backward ~T / checkpoint states instead of a few per step, for one more forward
     pass; the same loss and gradients up to summation order.
-    ``method``: "fast" (default: the hand-written BPTT of ``training.tanh_bptt`` for a TanhRNN, autograd for other
-    cells) or "autograd" (autograd through every step, ``torch.utils.checkpoint`` for segments); the same loss and
-    gradients up to roundoff."""
+    ``method``: "fast" (default: a hand-written BPTT, ``training.tanh_bptt`` for a TanhRNN and
+    ``training.gated_bptt`` for an LSTM or GRU, each in one autograd node; autograd for other cells) or "autograd"
+    (autograd through every step, ``torch.utils.checkpoint`` for segments); the same loss and gradients up to
+    roundoff."""
     check_choice("method", method, BPTT_METHODS)
     check_batch(model, batch, h0)
     check_checkpoint(checkpoint, "checkpoint")
     if method == "fast" and supports_tanh_bptt(model):
         return tanh_task_loss(model, batch, h0, checkpoint=checkpoint)
+    if method == "fast" and supports_gated_bptt(model):
+        return gated_task_loss(model, batch, h0, checkpoint=checkpoint)
     n = batch.mask.flatten(1).sum(1)  # (E,)
     T = batch.inputs.shape[2]
     if not checkpoint or checkpoint >= T or not torch.is_grad_enabled():
