@@ -43,7 +43,7 @@ from ..checks import check_number
 from ..rng import sample
 from .base import EnsembleRNN, Sizes
 
-__all__ = ["LSTM", "GRU", "lstm_gates", "gru_gates"]
+__all__ = ["LSTM", "GRU", "lstm_gates", "gru_gates", "lstm_step", "gru_step"]
 
 
 def lstm_gates(a: torch.Tensor, c: torch.Tensor):
@@ -64,6 +64,28 @@ def gru_gates(u: torch.Tensor, m: torch.Tensor, h: torch.Tensor):
     r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
     n = torch.tanh(un + r * mn)
     return n + z * (h - n), (r, z, n, mn)  # (1 - z) n + z h
+
+
+def lstm_step(W: torch.Tensor, U: torch.Tensor, b: torch.Tensor, h: torch.Tensor, x: torch.Tensor):
+    """``LSTM``'s step on plain tensors: W (E, 4H, H), U (E, 4H, I), b (E, 4H), state h (E, B, 2H), x (E, B, I) ->
+    ``(h_next (E, B, 2H), (c, i, f, g, o, tanh(c')))``. The one place it is written: ``LSTM`` and the fast spectrum
+    engine both call it (same bits)."""
+    H = W.shape[-1]
+    hh, cc = h[..., :H], h[..., H:]  # (E, B, H) each
+    a = torch.baddbmm(b.unsqueeze(1), x, U.transpose(1, 2))  # (E, B, 4H)
+    a = torch.baddbmm(a, hh, W.transpose(1, 2))
+    h_new, c_next, (i, f, g, o, tc) = lstm_gates(a, cc)  # (E, B, H) each
+    return torch.cat([h_new, c_next], dim=-1), (cc, i, f, g, o, tc)  # (E, B, 2H)
+
+
+def gru_step(W: torch.Tensor, U: torch.Tensor, b: torch.Tensor, b_h: torch.Tensor, h: torch.Tensor,
+             x: torch.Tensor):
+    """``GRU``'s step on plain tensors: W (E, 3H, H), U (E, 3H, I), b and b_h (E, 3H), state h (E, B, H),
+    x (E, B, I) -> ``(h_next (E, B, H), (r, z, n, m_n))``. The one place it is written: ``GRU`` and the fast spectrum
+    engine both call it (same bits)."""
+    u = torch.baddbmm(b.unsqueeze(1), x, U.transpose(1, 2))  # (E, B, 3H)
+    m = torch.baddbmm(b_h.unsqueeze(1), h, W.transpose(1, 2))  # (E, B, 3H)
+    return gru_gates(u, m, h)  # (E, B, H), gates
 
 
 class _GatedEnsemble(EnsembleRNN):
@@ -154,12 +176,7 @@ class LSTM(_GatedEnsemble):
         return uniform(E, GH) + uniform(E, GH)  # b_ih + b_hh
 
     def _forward(self, h: torch.Tensor, x: torch.Tensor):
-        H = self.hidden_size
-        hh, cc = h[..., :H], h[..., H:]  # (E, B, H) each
-        a = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 4H)
-        a = torch.baddbmm(a, hh, self.W.transpose(1, 2))
-        h_new, c_next, (i, f, g, o, tc) = lstm_gates(a, cc)  # (E, B, H) each
-        return torch.cat([h_new, c_next], dim=-1), (cc, i, f, g, o, tc)  # (E, B, 2H)
+        return lstm_step(self.W, self.U, self.b, h, x)  # (E, B, 2H), (c, i, f, g, o, tanh(c'))
 
     def gate_values(self, h: torch.Tensor, x: torch.Tensor) -> dict:
         """The gates of one step, each (E, B, H): input i, forget f, cell candidate g, output o, and the new cell
@@ -208,9 +225,7 @@ class GRU(_GatedEnsemble):
         self.b_h = nn.Parameter(uniform(E, GH))  # (E, 3H)
 
     def _forward(self, h: torch.Tensor, x: torch.Tensor):
-        u = torch.baddbmm(self.b.unsqueeze(1), x, self.U.transpose(1, 2))  # (E, B, 3H)
-        m = torch.baddbmm(self.b_h.unsqueeze(1), h, self.W.transpose(1, 2))  # (E, B, 3H)
-        return gru_gates(u, m, h)  # (E, B, H), gates
+        return gru_step(self.W, self.U, self.b, self.b_h, h, x)  # (E, B, H), (r, z, n, m_n)
 
     def gate_values(self, h: torch.Tensor, x: torch.Tensor) -> dict:
         """The gates of one step, each (E, B, H): reset r, update z (z -> 1 freezes the state), candidate n."""

@@ -22,8 +22,7 @@ Two gradient modes:
     "detached"  the state trajectory is computed without gradient; the gradient flows only through the Jacobians'
                 explicit parameter dependence and the tangent recursion. Bounded in chaotic nets, but biased.
 """
-from .api import DEFAULT_METHOD, DEFAULT_T_ONS, METHODS, fast_lyapunov_spectrum, lyapunov_spectrum
-from .fast import supports_fast
+from .api import DEFAULT_METHOD, DEFAULT_T_ONS, METHODS, fast_lyapunov_spectrum, lyapunov_spectrum, supports_fast
 from .inputs import GRADIENT_MODES, check_finite_parameters, prepare_inputs
 from .qr import cholesky_qr, qr_log_diag_backward
 from .runtime import clear_workspace

@@ -7,12 +7,14 @@ import torch
 
 from ..checks import check_choice, check_int, check_number
 from .errors import bad_networks, raise_non_finite
-from .fast import ORTH_METHODS, fast_spectrum, supports_fast
+from .fast import ORTH_METHODS, fast_spectrum, supports_fast_tanh
+from .gated import gated_kind, gated_spectrum
 from .inputs import setup_spectrum
 from .qr import PASS2_MAX_ERROR
 from .reference import reference_spectrum
 
-__all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS"]
+__all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "supports_fast", "DEFAULT_METHOD", "DEFAULT_T_ONS",
+           "METHODS"]
 
 METHODS = ("fast", "reference")
 DEFAULT_METHOD = "fast"  # the engine of lyapunov_spectrum and of flossing (FlossConfig.method)
@@ -101,10 +103,11 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     p = next(model.parameters())
     h0 = h0.to(dtype=p.dtype, device=p.device)  # (E, B, S)
     detached = gradient == "detached"
-    if method == "fast" and supports_fast(model):
-        lam, masks = fast_spectrum(model, inputs, h0, Q, n_transient=n_transient, t_ons=t_ons, detached=detached,
-                                   check=check, orth=orth, tol=tol, max_window=max_window, group=group,
-                                   workers=workers, info=info)
+    engine = fast_spectrum if supports_fast_tanh(model) else gated_spectrum if gated_kind(model) else None
+    if method == "fast" and engine is not None:
+        lam, masks = engine(model, inputs, h0, Q, n_transient=n_transient, t_ons=t_ons, detached=detached,
+                            check=check, orth=orth, tol=tol, max_window=max_window, group=group, workers=workers,
+                            info=info)
     else:
         lam, states, log_r = reference_spectrum(model, inputs, h0, Q, n_transient=n_transient,
                                                 t_ons=1 if t_ons == "auto" else t_ons, detached=detached)
@@ -112,6 +115,12 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     if check and not bool(torch.isfinite(lam).all()):
         raise_non_finite(*masks())
     return lam.mean(1) if reduce == "mean" else lam  # (E, k) or (E, B, k)
+
+
+def supports_fast(model) -> bool:
+    """Whether ``model`` takes the fast engine: a TanhRNN (``spectrum.fast``), a floss_core LSTM or GRU, or a
+    single-layer TorchCell of kind "LSTM" / "GRU" (``spectrum.gated``); not a subclass that changes their dynamics."""
+    return supports_fast_tanh(model) or gated_kind(model) is not None
 
 
 def fast_lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, **kwargs) -> torch.Tensor:

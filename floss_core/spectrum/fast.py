@@ -58,15 +58,15 @@ from .inputs import qr_schedule
 from .qr import default_tol, window_kappa
 from .runtime import MIN_INTRAOP_FLOPS, give_buffer, run_jobs
 
-__all__ = ["fast_spectrum", "supports_fast", "ORTH_METHODS"]
+__all__ = ["fast_spectrum", "supports_fast_tanh", "sub_batches", "engine_plans", "n_qr", "bad_masks", "ORTH_METHODS"]
 
 ORTH_METHODS = ("cholesky", "householder")
 _MIN_WORKER_FLOPS = 1e6  # CPU: least matmul flops per step of a sub-batch worth a thread of its own
 _GROUP_BYTES = 2 ** 23  # CPU: networks per sub-batch so that its per-step working set is about this (measured best)
 
 
-def supports_fast(model) -> bool:
-    """Whether ``model`` takes the fast path: a TanhRNN whose step and tangent step are TanhRNN's own."""
+def supports_fast_tanh(model) -> bool:
+    """Whether ``model`` takes this engine: a TanhRNN whose step and tangent step are TanhRNN's own."""
     if not isinstance(model, TanhRNN):
         return False
     cls = type(model)
@@ -113,11 +113,35 @@ def fast_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor,
     W, U, b = model.W, model.U, model.b
     if detached:  # the state trajectory carries no gradient: only the Jacobians' explicit W
         U, b, h, inputs = U.detach(), b.detach(), h.detach(), inputs.detach()
-    tol = default_tol(p.dtype) if tol is None else float(tol)
+    groups, workers, one_thread = sub_batches(E, B, S, k, p, group, workers)
+    plans = engine_plans(len(groups), T, n_transient=n_transient, t_ons=t_ons, detached=detached, check=check,
+                         orth=orth, tol=tol, max_window=max_window, dtype=p.dtype)
+    lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers, one_thread)  # (E, B, k)
+    if info is not None:
+        info["n_qr"] = n_qr(plans, groups)
+    return lam, lambda: bad_masks(plans, n_transient)
+
+
+def engine_plans(n: int, T: int, *, n_transient: int, t_ons, detached: bool, check: bool, orth: str,
+                 tol: float | None, max_window: int, dtype: torch.dtype) -> list:
+    """One ``windows.Plan`` per sub-batch (each fills its own ``diag``) from the checked arguments."""
+    tol = default_tol(dtype) if tol is None else float(tol)
     schedule = None if t_ons == "auto" else qr_schedule(T, n_transient, t_ons)
     plan = Plan(n_transient=n_transient, schedule=schedule,
-                detached=detached, orth=orth, tol=tol, kappa=window_kappa(tol, p.dtype), max_window=max_window,
+                detached=detached, orth=orth, tol=tol, kappa=window_kappa(tol, dtype), max_window=max_window,
                 keep_diagnostics=check)
+    return [dataclasses.replace(plan, diag={}) for _ in range(n)]
+
+
+def n_qr(plans, groups) -> float:
+    """The orthonormalizations done, mean over the networks of all sub-batches (``info["n_qr"]``)."""
+    return sum(pl.diag["n_qr"] * (g.stop - g.start) for pl, g in zip(plans, groups)) / groups[-1].stop
+
+
+def sub_batches(E: int, B: int, S: int, k: int, p: torch.Tensor, group: int | None, workers: int | None):
+    """How the fast engines split E networks (B trajectories each, state size S, k exponents, parameters like p):
+    ``(groups, workers, one_thread)``, the slices of E that run as sub-batches, the threads that run them at once
+    and whether each operation runs on one intra-op thread (see ``lyapunov_spectrum``'s group and workers)."""
     cpu = p.device.type == "cpu"
     if workers is None:  # threads pay where each sub-batch has >= ~1 MFLOP per step (measured: less runs slower)
         step_flops = 2 * E * B * S * S * (k + 1)
@@ -131,17 +155,13 @@ def fast_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor,
         sizes = [min(group, E - e0) for e0 in range(0, E, group)]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     groups = [slice(e0, e0 + size) for e0, size in zip(starts, sizes)]
-    plans = [dataclasses.replace(plan, diag={}) for _ in groups]
     # one intra-op thread per operation on CPU where sub-batches run at once or each is small (measured: faster)
     group_flops = 2 * max(sizes) * B * S * S * (k + 1)
     one_thread = cpu and ((workers > 1 and len(groups) > 1) or group_flops < MIN_INTRAOP_FLOPS)
-    lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers, one_thread)  # (E, B, k)
-    if info is not None:
-        info["n_qr"] = sum(pl.diag["n_qr"] * (g.stop - g.start) for pl, g in zip(plans, groups)) / E
-    return lam, lambda: _bad_masks(plans, n_transient)
+    return groups, workers, one_thread
 
 
-def _bad_masks(plans, n_transient: int):
+def bad_masks(plans, n_transient: int):
     """(T, E) bool masks of non-finite states and exponents, over the sub-batches (each with its own QR steps)."""
     state_bad, exp_bad = [], []
     for pl in plans:
