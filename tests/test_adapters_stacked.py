@@ -79,16 +79,22 @@ def _dense_qr_spectrum(m, x, h0, Q0, n_transient):
     return torch.stack(lams).mean(0)
 
 
+def _flat(hn, L):
+    """The module's (L, B, H) state (or (h, c) of those) in the documented flat layout (B, S), written out layer by
+    layer: [h_1, c_1, h_2, c_2, ...] or [h_1, h_2, ...]."""
+    if isinstance(hn, tuple):
+        return torch.cat([torch.cat([hn[0][l], hn[1][l]], -1) for l in range(L)], -1)
+    return torch.cat([hn[l] for l in range(L)], -1)
+
+
 def _start(m, B, seed, scale=0.5):
     """A start in the module's own format and, independently, the documented flat layout: (hx, flat (B, S))."""
-    L, H = m.num_layers, m.hidden_size
-    g = gen(seed)
+    L, H, g = m.num_layers, m.hidden_size, gen(seed)
     if isinstance(m, nn.LSTM):
-        h, c = (scale * torch.randn(L, B, H, generator=g, dtype=F64) for _ in range(2))
-        flat = torch.cat([torch.cat([h[l], c[l]], -1) for l in range(L)], -1)  # [h_1, c_1, h_2, c_2, ...]
-        return (h, c), flat
-    h = scale * torch.randn(L, B, H, generator=g, dtype=F64)
-    return h, torch.cat(list(h), -1)  # [h_1, h_2, ...]
+        hx = tuple(scale * torch.randn(L, B, H, generator=g, dtype=F64) for _ in range(2))
+    else:
+        hx = scale * torch.randn(L, B, H, generator=g, dtype=F64)
+    return hx, _flat(hx, L)
 
 
 def _seq(x, batch_first):
@@ -114,18 +120,10 @@ def test_joint_step_reproduces_the_modules_own_forward_and_final_state(name, L, 
     for t in range(T):
         s = cell.step(s, x[None, :, t])
         torch.testing.assert_close(s[0, :, (L - 1) * w:(L - 1) * w + H], out[:, t], atol=1e-13, rtol=0)
-    hn_flat = _start_from(hn, L)  # torch's h_n (c_n) in the documented layout
-    torch.testing.assert_close(s[0], hn_flat, atol=1e-13, rtol=0)
+    torch.testing.assert_close(s[0], _flat(hn, L), atol=1e-13, rtol=0)
     back = cell.module_state(s)
     for a, b in zip(back if isinstance(hn, tuple) else (back,), hn if isinstance(hn, tuple) else (hn,)):
         torch.testing.assert_close(a, b, atol=1e-13, rtol=0)
-
-
-def _start_from(hn, L):
-    """The module's (L, B, H) state (or (h, c) of those) in the flat layout, written out layer by layer."""
-    if isinstance(hn, tuple):
-        return torch.cat([torch.cat([hn[0][l], hn[1][l]], -1) for l in range(L)], -1)
-    return torch.cat([hn[l] for l in range(L)], -1)
 
 
 @pytest.mark.parametrize("L", [1, 2, 3])
