@@ -197,6 +197,42 @@ def test_each_notebook_reports_status_and_wall_time_then_a_summary_table(quick_r
     assert table[2].split()[1::2] == ["FAILED", "0"]
 
 
+# -- the documentation's executed notebooks -------------------------------------------------------------------------
+
+PROGRESS_BODY = figure_body("alpha") + """\
+print("42 networks", flush=True)
+sys.stderr.write("floss:  50%|#####     | 1/2 [00:01<00:01, 1.00it/s]\\rfloss: 100%|##########| 2/2 [00:02<00:00]\\n")
+sys.stderr.write("UserWarning: a warning stays\\n")
+"""
+
+
+def test_a_paper_scale_run_writes_a_lean_executed_copy_for_the_documentation(tmp_path):
+    project = one_notebook_project(tmp_path, PROGRESS_BODY)
+    out = run(project, "01")
+    assert out.rc == 0, out.log
+    copy = project / "docs" / "executed" / "01_single.ipynb"  # docs/executed beside the notebook directory
+    assert f"executed notebooks for the documentation -> {copy.parent}" in out.out
+    nb = nbformat.read(copy, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "42 networks" in text and "UserWarning: a warning stays" in text
+    assert "%|" not in text, "progress bars are left out of the documentation's copy"
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure shown by the kernel is kept"
+    assert not any("execution" in c.metadata or "papermill" in c.metadata for c in nb.cells)
+    assert nb.metadata["papermill"]["duration"] > 0 and str(project) not in json.dumps(nb.metadata)
+
+
+def test_quick_and_failed_runs_leave_the_documentations_executed_copies_alone(project):
+    docs = project / "elsewhere"
+    docs.mkdir()
+    (docs / "02_beta_fails.ipynb").write_text("previous good run")
+    assert run(project, "--quick", "01", FLOSS_DOCS_EXECUTED_DIR=str(docs)).rc == 0
+    assert run(project, "02", FLOSS_DOCS_EXECUTED_DIR=str(docs)).rc == 1
+    assert sorted(p.name for p in docs.iterdir()) == ["02_beta_fails.ipynb"]
+    assert (docs / "02_beta_fails.ipynb").read_text() == "previous good run"
+    assert not (project / "docs").exists()
+
+
 # -- selection, parameters and bad input ----------------------------------------------------------------------------
 
 def test_a_name_selects_one_notebook_which_runs_at_paper_scale_with_the_device(project):

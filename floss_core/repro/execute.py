@@ -5,7 +5,7 @@ figure directory only when every cell succeeded. ``execute`` calls ``papermill.e
 the kernel is a subprocess started by jupyter_client with the environment given here (not this process's
 ``os.environ``), its stdout and stderr going to the notebook's log together with papermill's own messages and, on
 failure, the error. papermill writes the executed notebook after every cell, so a failed notebook is kept up to
-its failing cell.
+its failing cell. ``write_book_copy`` makes the lean copy of a paper-scale run that the documentation shows.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["KERNEL", "STATE_DIR_VARIABLES", "ensure_python3_kernel", "execute", "failed_copy",
-           "kernel_environment", "make_state_dirs", "run_notebook"]
+           "kernel_environment", "make_state_dirs", "run_notebook", "write_book_copy"]
 
 KERNEL = "python3"
 # Where IPython, Jupyter and matplotlib keep state (_env.sh points them into <repo>/.home). They must exist: a
@@ -192,3 +192,49 @@ def run_notebook(params, *, fig_dir: Path, executed_dir: Path, env: Mapping[str,
 def failed_copy(executed_dir: Path, stem: str) -> Path:
     """Where a failed run leaves its partly executed notebook."""
     return executed_dir / f"{stem}.failed.ipynb"
+
+
+_PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")  # a tqdm progress line
+_KEPT_OUTPUT_METADATA = ("duration", "end_time", "exception", "parameters", "start_time", "version")
+
+
+def _lean_stderr(text: str) -> str:
+    """stderr as a terminal shows it (each line's text after its last carriage return), without progress bars."""
+    lines = (line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return "\n".join(line for line in lines if not _PROGRESS.search(line)).strip("\n")
+
+
+def write_book_copy(executed: Path, destination: Path) -> Path:
+    """Write the lean copy of an executed notebook that the documentation shows (``docs/executed/<stem>.ipynb``).
+
+    It keeps every cell with its outputs (figures as the kernel's inline PNG, at screen resolution, printed numbers,
+    warnings) and drops what only the machine that ran it needs: progress bars, other image formats beside a PNG,
+    per-cell timestamps and papermill's absolute paths. Written atomically (a reader never sees half a notebook).
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                out.text = _lean_stderr(out.text)
+                if not out.text:
+                    continue
+            data = out.get("data")
+            if data is not None and "image/png" in data:
+                for mime in ("image/svg+xml", "application/pdf", "image/jpeg"):
+                    data.pop(mime, None)
+            outputs.append(out)
+        cell.outputs = outputs
+    run = nb.metadata.get("papermill", {})
+    nb.metadata["papermill"] = {key: run[key] for key in _KEPT_OUTPUT_METADATA if key in run}
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.partial")
+    nbformat.write(nb, partial)
+    os.replace(partial, destination)
+    return destination

@@ -9,7 +9,10 @@ run may override some of them (the small sizes of ``--quick``, ``--device``; ``q
 2. runs each notebook with ``papermill.execute_notebook`` in a fresh kernel (``execute.py``) whose
    ``FLOSS_FIG_DIR`` is a temporary directory: the figures move into the figure directory only when the notebook
    succeeds, so a failed (or interrupted) notebook leaves the previous figures as they were;
-3. goes on after a failure, and reports each notebook's status, wall time and log, then a summary table.
+3. goes on after a failure, and reports each notebook's status, wall time and log, then a summary table;
+4. at paper scale (never with ``--quick``), writes a lean copy of each notebook that succeeded, outputs included,
+   into the documentation's executed notebooks (``docs/executed/<stem>.ipynb`` beside the notebook directory, or
+   ``FLOSS_DOCS_EXECUTED_DIR``): the copies ``./build_docs.sh`` shows, committed with the figures.
 
 Output directories are the ``FLOSS_*`` variables or default to the working directory (run_all.sh runs from the
 repository root), never to where this package is installed. ``main(argv, env=...)`` returns the exit status
@@ -18,6 +21,7 @@ instead of exiting, so the tests run it in-process on throwaway notebooks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import signal
@@ -28,7 +32,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .cluster import LOCAL, check_cluster_spec, open_cluster
-from .execute import ensure_python3_kernel, failed_copy, kernel_environment, make_state_dirs, run_notebook
+from .execute import (
+    ensure_python3_kernel,
+    failed_copy,
+    kernel_environment,
+    make_state_dirs,
+    run_notebook,
+    write_book_copy,
+)
 from .quick_params import (
     NotebookParameters,
     declared_parameters,
@@ -40,6 +51,7 @@ from .quick_params import (
 from .settings import Options, Settings, UsageError, check_device, parse_args, select_notebooks, settings_from_env
 
 __all__ = ["NotebookParameters", "Options", "Settings", "UsageError", "check_device", "declared_parameters",
+           "docs_executed_dir",
            "load_quick_params", "main", "notebook_parameters", "parse_args", "quick_parameters", "resolve_parameters",
            "select_notebooks", "settings_from_env"]
 
@@ -73,11 +85,13 @@ Execute the figure notebooks notebooks/[0-9][0-9]_*.ipynb with papermill, in ord
 
 Without --quick, notebooks run at paper scale (the defaults of their `parameters` cell), write figures into
 figures/, executed copies into _executed/ and caches into _cache/ (all relative to the working directory;
-run_all.sh runs from the repository root). A notebook's figures are written into a temporary directory and moved
-into place only if the notebook succeeds, so a failing notebook leaves the previous figures intact. After a
-failure the remaining notebooks still run; the exit status is 1 and every failed notebook is named (its log:
-_executed/[quick/]NAME.log; the partly executed notebook next to it, NAME.failed.ipynb: the last good NAME.ipynb
-stays).
+run_all.sh runs from the repository root), and a lean copy of each executed notebook (outputs and figures, no
+progress bars) into docs/executed/, which the documentation (./build_docs.sh) shows; --quick never writes
+there. A notebook's figures are written into a temporary directory and moved into place only if the notebook
+succeeds, so a failing notebook leaves the previous figures intact. After a failure the remaining notebooks still
+run; the exit status is 1 and every failed notebook is named (its log: _executed/[quick/]NAME.log; the partly
+executed notebook next to it, NAME.failed.ipynb: the last good NAME.ipynb stays, and so does its copy in
+docs/executed/).
 
 Environment:
   FLOSS_THREADS        threads for torch / OpenMP / MKL, a positive integer (default: all cores, nproc)
@@ -85,6 +99,9 @@ Environment:
                        FLOSS_FIG_DIR gets its subdirectory quick/, so quick figures never replace full ones)
   FLOSS_CACHE_DIR      cache directory (default _cache/; --quick uses its subdirectory quick/)
   FLOSS_EXECUTED_DIR   executed notebooks and logs (default _executed/; --quick uses quick/ inside it)
+  FLOSS_DOCS_EXECUTED_DIR
+                       the documentation's executed notebooks, written at paper scale only (default docs/executed/
+                       beside the notebook directory: the repository's docs/executed/)
   FLOSS_NOTEBOOK_DIR   where the notebooks are (default notebooks/; the tests point it at throwaway notebooks)
   FLOSS_QUICK_PARAMS   quick parameter file (default quick_params.yaml in the notebook directory)
   TQDM_MININTERVAL     seconds between progress-bar updates in the executed notebooks (default 10)
@@ -102,9 +119,19 @@ def _report_failure(log: Path, lines: int = 15) -> None:
     print(f"    log: {log} (last lines below)", *(f"    | {line}" for line in tail), sep="\n", file=sys.stderr)
 
 
+def docs_executed_dir(env: Mapping[str, str], settings: Settings) -> Path:
+    """Where paper-scale runs leave the documentation's executed notebooks: ``FLOSS_DOCS_EXECUTED_DIR`` (relative
+    to the working directory), else ``docs/executed`` beside the notebook directory."""
+    given = env.get("FLOSS_DOCS_EXECUTED_DIR")
+    if given:
+        return Path(os.path.abspath(given))
+    return settings.notebook_dir.parent / "docs" / "executed"
+
+
 def run_notebooks(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, str], *,
-                  mode: str) -> int:
-    """Run the notebooks one after the other, report each and a summary; the exit status (0 or 1)."""
+                  mode: str, docs_dir: Path | None = None) -> int:
+    """Run the notebooks one after the other, report each and a summary; the exit status (0 or 1). With
+    ``docs_dir`` (paper scale), each notebook that succeeded also gets its lean copy there (``write_book_copy``)."""
     for directory in (settings.fig_dir, settings.cache_dir, settings.executed_dir):
         directory.mkdir(parents=True, exist_ok=True)
     make_state_dirs(env)
@@ -114,7 +141,9 @@ def run_notebooks(plans: list[NotebookParameters], settings: Settings, env: Mapp
         print(f"{PROG}: cannot register this Python as kernel python3: {err}", file=sys.stderr)
         return 1
     print(f"{PROG}: {len(plans)} notebook(s), {mode}, {settings.threads} thread(s)",
-          f"  figures -> {settings.fig_dir}", f"  executed notebooks and logs -> {settings.executed_dir}", sep="\n")
+          f"  figures -> {settings.fig_dir}", f"  executed notebooks and logs -> {settings.executed_dir}",
+          *([f"  executed notebooks for the documentation -> {docs_dir}"] if docs_dir is not None else []),
+          sep="\n")
     rows, failed, start = [], [], time.perf_counter()
     for i, params in enumerate(plans, 1):
         print(f"[{i}/{len(plans)}] {params.stem} ... ", end="", flush=True)
@@ -124,6 +153,8 @@ def run_notebooks(plans: list[NotebookParameters], settings: Settings, env: Mapp
         status, n_files = run_notebook(params, fig_dir=settings.fig_dir, executed_dir=settings.executed_dir,
                                        env=kernel_env)
         seconds = f"{time.perf_counter() - t0:.1f}"
+        if docs_dir is not None and status != "FAILED":
+            write_book_copy(settings.executed_dir / f"{params.stem}.ipynb", docs_dir / f"{params.stem}.ipynb")
         print(f"{status}  {seconds} s", flush=True)
         if status == "FAILED":
             failed.append(params.stem)
@@ -217,8 +248,9 @@ def _pass_cluster(plans: list[NotebookParameters], value: str, *, warn: bool = F
 def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, str], opts: Options) -> int:
     """Run the notebooks, on the cluster of ``--cluster`` if given (started or reached first; UsageError if not)."""
     mode = ("quick" if opts.quick else "paper scale") + (f", device {opts.device}" if opts.device else "")
+    run = functools.partial(run_notebooks, docs_dir=None if opts.quick else docs_executed_dir(env, settings))
     if opts.cluster is None:
-        return run_notebooks(plans, settings, env, mode=mode)
+        return run(plans, settings, env, mode=mode)
     with contextlib.ExitStack() as stack:
         try:
             info = stack.enter_context(open_cluster(opts.cluster, n_workers=settings.threads))
@@ -231,13 +263,13 @@ def _run(plans: list[NotebookParameters], settings: Settings, env: Mapping[str, 
             print(f"{PROG}: warning: the default local Dask cluster did not start ({type(err).__name__}: {err}); "
                   "every sweep runs in its notebook's kernel, as with --cluster none", file=sys.stderr, flush=True)
             _drop_default_cluster(plans)
-            return run_notebooks(plans, settings, env, mode=mode)
+            return run(plans, settings, env, mode=mode)
         print(f"{PROG}: {info.describe()}", flush=True)
         if opts.cluster_by_default:
             print(f"{PROG}: (the default at paper scale on a multi-core CPU; --cluster none runs every sweep in its "
                   "notebook's kernel)", flush=True)
         _pass_cluster(plans, info.address, source=DEFAULT_SOURCE if opts.cluster_by_default else "--cluster")
-        return run_notebooks(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
+        return run(plans, settings, env, mode=f"{mode}, Dask cluster {info.address}")
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
