@@ -3,7 +3,8 @@
     python benchmarks/stacked.py [--threads 1] [--repeats 5] [--dtype float32] [--quick]
 
 For nn.LSTM and nn.GRU (batch_first=True, input size 8) at (H, B, T, k) = (64, 4, 64, 8) and (128, 8, 128, 32),
-times in one process, each the median of ``--repeats`` runs after one warm-up:
+times in one process, each the fastest of ``--repeats`` runs after one warm-up (the least disturbed run: the machine
+may be shared):
   * ``spectrum`` forward: ``floss_core.adapters.spectrum(module, x, k)``,
   * ``spectrum`` forward + backward of ``lambda.sum()`` to the module's parameters,
   * ``flossing_loss_of`` forward + backward,
@@ -16,8 +17,6 @@ reference engine, with the jvp path and with the layer-by-layer tangent step, so
 compared with a single layer on the same engine. Prints a markdown table.
 """
 import argparse
-import statistics
-
 import torch
 from _timing import timed
 from torch import nn
@@ -47,7 +46,7 @@ def _module(cls, H, L, dtype, seed):
 
 
 def _measure(target, params, x, k, repeats, kw):
-    """Median ms of: spectrum forward, spectrum forward + backward, flossing_loss_of forward + backward."""
+    """Fastest ms of: spectrum forward, spectrum forward + backward, flossing_loss_of forward + backward."""
 
     def fwd():
         with torch.no_grad():
@@ -64,7 +63,7 @@ def _measure(target, params, x, k, repeats, kw):
     out = []
     for fn in (fwd, fwd_bwd, floss):
         fn()  # warm-up
-        out.append(1e3 * statistics.median(timed(fn, "cpu")[0] for _ in range(repeats)))
+        out.append(1e3 * min(timed(fn, "cpu")[0] for _ in range(repeats)))
     return out
 
 
@@ -88,7 +87,7 @@ def main():
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     repeats = 1 if args.quick else args.repeats
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.dtype}, median of {repeats}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.dtype}, fastest of {repeats}")
     print()
     print("| module | (H, B, T, k) | L | S | engine | spectrum fwd ms (ratio) | spectrum fwd+bwd ms (ratio) "
           "| flossing_loss_of fwd+bwd ms (ratio) |")

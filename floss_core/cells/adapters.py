@@ -23,10 +23,12 @@ Its ``step`` writes out the module's equations on its own ``weight_ih_l*``, ``we
 with the gate equations of ``floss_core.cells.gated`` (one set of equations for both); the layer-by-layer equations
 and their tangent map are in ``floss_core.cells.stacked``. A multi-layer TorchCell has a ``step_tangent`` that
 applies the block lower-triangular step Jacobian to the tangent vectors layer by layer without forming it; a
-single-layer one has none and its tangent vectors go through ``torch.func`` Jacobian-vector products of ``step``
-(``floss_core.spectrum.jvp_tangent_step``). Both are checked against ``torch.func.jacrev`` and finite differences
-(the same layer-by-layer tangent map is ``analytic_step_tangent`` for any L). A TorchCell has no readout, so it
-cannot be passed to ``floss_core.train``; keep your own readout and training loop.
+single-layer one has none, and where the reference engine runs it (``lyapunov_spectrum`` says which engine takes
+which cell) its tangent vectors go through ``torch.func`` Jacobian-vector products of ``step``
+(``floss_core.spectrum.jvp_tangent_step``). The layer-by-layer tangent map, ``analytic_step_tangent`` for any L,
+equals those products to roundoff, parameter gradients included, and the spectra equal a dense-Jacobian QR loop on
+torch's own cells (tests/test_adapters_stacked.py). A TorchCell has no readout, so it cannot be passed to
+``floss_core.train``; keep your own readout and training loop.
 
 Dropout: torch applies a module's ``dropout`` between layers in training mode only, which makes the map random; a
 multi-layer module with ``dropout > 0`` in training mode is refused (ValueError, checked at every step): call
