@@ -81,25 +81,29 @@ def _fill_inputs(Hs, X, t0, t1):
     Hs[:, :L, :, -1] = 1
 
 
-def _stretch_buffers(steps, E, L, B, like, grad):
-    """Buffers for one stretch of L steps: Hs (E, L + 1, B, K), P (E, L, B, .), QF (E, L, B, .) or None."""
-    wp, wq = steps.widths(steps.H)
-    K = steps.H + steps.I + 1
-    return (like.new_empty(E, L + 1, B, K), like.new_empty(E, L, B, wp),
-            like.new_empty(E, L, B, wq) if grad and wq else None)
+def _buffer_shapes(cls, E, L, B, H, I):
+    """Shapes of the buffers over L steps: Hs (E, L + 1, B, K), P (E, L, B, .) and (LSTM) M (E, L + 1, B, .)."""
+    wp, wm = cls.widths(H)
+    return [(E, L + 1, B, H + I + 1), (E, L, B, wp)] + ([(E, L + 1, B, wm)] if wm else [])
+
+
+def _stretch_buffers(steps, E, L, B, like):
+    """Buffers for one stretch of L steps: [Hs, P, M or None] (``_buffer_shapes``)."""
+    bufs = [like.new_empty(s) for s in _buffer_shapes(type(steps), E, L, B, steps.H, steps.I)]
+    return bufs + [None] * (3 - len(bufs))
 
 
 def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
     """Loss (E,), accuracy (E,) and what the backward needs, for one sub-batch of networks. params: (W, U, b, [b_h,]
-    V, c) sliced to it; X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); bufs: (Hs, P, QF) over all T,
-    or None (checkpointed, or without gradient: stretch buffers made here)."""
+    V, c) sliced to it; X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); bufs: [Hs, P, M or None] over
+    all T, or None (checkpointed, or without gradient: stretch buffers made here)."""
     steps = cls(*params)
     E, B, T, _ = X.shape
     V, c = params[-2:]
     stretches = _stretches(T, checkpoint)
     if bufs is None:
-        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X, grad and len(stretches) == 1)
-    Hs, P, QF = bufs
+        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
+    Hs, P, Mb = bufs
     state = steps.pack_state(h0)
     kept = []
     bce = correct = 0
@@ -108,14 +112,14 @@ def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
         if len(stretches) > 1 and grad:
             kept.append(torch.cat(state, -1))  # (E, B, S'): the state before the stretch (its own memory)
         _fill_inputs(Hs, X, t0, t1)
-        state = steps.forward(state, Hs[:, :L + 1], P[:, :L], None if QF is None else QF[:, :L],
+        state = steps.forward(state, Hs[:, :L + 1], P[:, :L], None if Mb is None else Mb[:, :L + 1],
                               grad and len(stretches) == 1)
         z, b_, c_ = _loss_of(V, c, Hs[:, 1:L + 1, :, :steps.H], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
     n = M.sum((1, 2, 3))  # (E,) defined targets
     if not grad:
         return bce / n, correct / n, []
-    return bce / n, correct / n, ([Hs, P, z] + ([QF] if QF is not None else []) if len(stretches) == 1
+    return bce / n, correct / n, ([Hs, P, z] + ([Mb] if Mb is not None else []) if len(stretches) == 1
                                   else [torch.stack(kept)])
 
 
@@ -128,29 +132,26 @@ def _backward_group(cls, params, X, Y, M, saved, g, checkpoint, need):
     H = steps.H
     g = (g / M.sum((1, 2, 3)))[:, None, None, None]  # on the masked BCE sum
     stretches = _stretches(T, checkpoint)
-    grads = steps.new_grads(V, E)
+    grads = steps.new_grads(V, E) if any(need[:4]) else None
     V_bar, c_bar = torch.zeros_like(V), torch.zeros_like(params[-1])
     x_bars = []
     carry = (None, X.new_zeros(E, B, H)) if steps.state_parts == 2 else (None,)
     if len(stretches) > 1:
-        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X, True)
+        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
         L = t1 - t0
         if len(stretches) == 1:
-            Hs, P, z, *QF = saved
-            QF = QF[0] if QF else None
+            Hs, P, z, *Mb = saved
+            Mb = Mb[0] if Mb else None
         else:  # recompute the stretch from the state kept before it
-            Hs, P, QF = (None if b is None else b[:, :L + (i == 0)] for i, b in enumerate(bufs))
+            Hs, P, Mb = (None if b is None else b[:, :L + (i != 1)] for i, b in enumerate(bufs))
             _fill_inputs(Hs, X, t0, t1)
-            steps.forward(saved[0][k].split(H, -1), Hs, P, QF, True)
+            steps.forward(saved[0][k].split(H, -1), Hs, P, Mb, True)
             z = _loss_of(V, params[-1], Hs[:, 1:, :, :H], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz (E, L, B, O)
-        carry = steps.backward(P, QF, G, carry)
-        if any(need[:4]) or need[7]:
-            x_bar = steps.accumulate(grads, Hs, P, need[7])
-            if need[7]:
-                x_bars.append(x_bar)
+        carry, x_bar = steps.backward(Hs, P, Mb, G, carry, grads, need[7])
+        x_bars.append(x_bar)
         if need[4]:
             V_bar.baddbmm_(G.reshape(E, L * B, -1).mT, Hs[:, 1:L + 1, :, :H].reshape(E, L * B, H))
         if need[5]:
@@ -173,9 +174,7 @@ class _GatedBPTT(torch.autograd.Function):
         single = grad and len(_stretches(T, checkpoint)) == 1
         bufs = None
         if single:  # the buffers over all T, back to the pool once the graph (or this call's result) is freed
-            wp, wq = cls.widths(H)
-            shapes = [(E, T + 1, B, H + I + 1), (E, T, B, wp)] + ([(E, T, B, wq)] if wq else [])
-            bufs = [take_buffer(s, W.dtype, W.device) for s in shapes]
+            bufs = [take_buffer(s, W.dtype, W.device) for s in _buffer_shapes(cls, E, T, B, H, I)]
             for buf in bufs:
                 weakref.finalize(ctx, give_buffer, buf)
         params = tuple(p for p in (W, U, b, b_h, V, c) if p is not None)

@@ -7,9 +7,9 @@ Both cells keep a buffer ``Hs`` (E, L + 1, B, K) whose row l is ``[h_{t0+l-1}, s
 step t0 + l next to that step's inputs, so that every step's pre-activations are one batched matmul with the
 stacked weights ``[W; U; b]`` and every weight gradient is one matmul over all steps, ``A^T Hs`` (A: the adjoints of
 the pre-activations). Row L holds the last state. tanh is computed as ``2 sigmoid(2x) - 1`` with the factor 2 folded
-into the weights (exact: powers of two), and the buffer of gate values is overwritten in place, first by the local
-derivatives the backward multiplies with, then by the adjoints, so that the backward of a step is one matmul and a
-few elementwise products.
+into the weights (exact: powers of two). The backward of a step is one matmul and a few elementwise products with
+what the forward stored (read only: a graph may be back-propagated twice); it writes the adjoints into a ring of C
+steps (``_chunks``: C B ~ 512 rows), which stays in cache, and the weight gradients are one matmul per ring.
 """
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ def _const(value, like):
     return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
+_CHUNK_ROWS = 512  # rows (steps x trajectories) of the weight gradients' matmul per ring of adjoints
+
+
+def _chunks(L, B):
+    """Ring length C and the chunks [(t0, t1)] of a stretch of L steps, last first."""
+    C = max(1, min(L, -(-_CHUNK_ROWS // B)))
+    return C, [(t0, min(t0 + C, L)) for t0 in range(0, L, C)][::-1]
+
+
 def _stacked(W, U, b):
     """[W, U, b] (E, R, K) -> its transpose (E, K, R): the weight of ``[h, s, 1] @ .``."""
     return torch.cat([W, U, b[..., None]], -1).mT.contiguous()
@@ -34,11 +43,12 @@ class LSTMSteps:
 
         c2_t = f c2_{t-1} + i (4 q_g - 2),   k_t = tanh(c_t) = 2 sigmoid(c2_t) - 1,   h_t = o k_t.
 
-    Per step the forward stores in P (E, L, B, 4H) the local derivatives R = q (1 - q) [2g, c2_{t-1}, 4i, k] and in
-    QF (E, L, B, 2H) the pair [o (1 - k^2), f]; the backward, with dc2 the adjoint of c2,
+    The forward keeps the gates in P (E, L, B, 4H) and, in M (E, L + 1, B, 4H), row t = [2g, c2_{t-1}, 4i, k] (so
+    that the cell state passes from row to row; 4i only with gradients). The backward forms the local derivatives
+    R = q (1 - q) M_t and from them the adjoint of a'_t: with dc2 the adjoint of c2,
 
-        dh_t = a'_{t+1} W' + G_t V,   dc2_t = dc2_{t+1} f_{t+1} + dh_t o (1 - k^2) / 2,
-        a'_t = [dc2_t R_i, dc2_t R_f, dc2_t R_g, dh_t R_o]   (written over R in P).
+        dh_t = a'_{t+1} W' + G_t V,   dc2_t = dc2_{t+1} f_{t+1} + dh_t (o - h_t k_t) / 2,
+        a'_t = [dc2_t R_i, dc2_t R_f, dc2_t R_g, dh_t R_o].
     """
 
     n_gates = 4
@@ -56,8 +66,8 @@ class LSTMSteps:
 
     @staticmethod
     def widths(H):
-        """Widths of the per-step buffers at H units: the gates/adjoints P, and QF (the backward's extra factors)."""
-        return 4 * H, 2 * H
+        """Widths of the per-step buffers at H units: the gates P, and M (the cell state, then the adjoints)."""
+        return 4 * H, 4 * H
 
     def pack_state(self, h0):
         """(E, B, 2H) [h, c] -> (h, c2)."""
@@ -69,78 +79,80 @@ class LSTMSteps:
         dh, dc2 = carry
         return torch.cat([dh, 2 * dc2], -1)
 
-    def forward(self, state, Hs, P, QF, grad: bool):
-        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]; fills Hs's h part and P (gate values, or with
-        ``grad`` the local derivatives, and QF). Returns the state after the last step."""
+    def _slots(self, M):
+        """The four H-wide slots of every row of M (E, R, B, 4H): four lists of R views (E, B, H)."""
+        E, R, B, _ = M.shape
+        return [s.unbind(1) for s in M.view(E, R, B, 4, self.H).unbind(3)]
+
+    def forward(self, state, Hs, P, M, grad: bool = True):
+        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]: fills Hs's h part, P (the gates) and M (rows
+        [2g, c2_{t-1}, 4i, k], 4i only with ``grad``). Returns the state after the last step."""
         h, c2 = state
         E, L1, B, K = Hs.shape
         H, L = self.H, L1 - 1
         Hs[:, 0, :, :H] = h
-        M = Hs.new_empty(2, E, B, 4, H)  # [2g, c2_{t-1}, 4i, k] of the step, and the next step's c2_{t-1}
-        M[0, :, :, 1] = c2
-        Ms = [M[j].unbind(2) for j in range(2)]
-        Mf = [M[j].view(E, B, 4 * H) for j in range(2)]
-        tmp = Hs.new_empty(E, B, H)
+        M[:, 0, :, H:2 * H] = c2
+        m0, m1, m2, m3 = self._slots(M)
         a = Hs.new_empty(E, B, 4 * H)
-        gates = P.view(E, L, B, 4, H).unbind(3)  # i, f, q_g, o: (E, L, B, H) each
-        gi, gf, gg, go = (g.unbind(1) for g in gates)
-        Pv, Hv = P.unbind(1), Hs[..., :H].unbind(1)
-        Hx = Hs.unbind(1)
-        if grad:
-            Qv, Fv = QF[..., :H].unbind(1), QF[..., H:].unbind(1)
-        m2, m1, one = _const(-2.0, h), _const(-1.0, h), _const(1.0, h)
+        gi, gf, gg, go = self._slots(P)
+        Pv, Hv, Hx = P.unbind(1), Hs[..., :H].unbind(1), Hs.unbind(1)
+        minus2, minus1, four = _const(-2.0, h), _const(-1.0, h), _const(4.0, h)
         bmm, sigmoid, add, mul = torch.bmm, torch.sigmoid, torch.add, torch.mul
         for t in range(L):
-            cur, nxt = Ms[t % 2], Ms[(t + 1) % 2]
             sigmoid(bmm(Hx[t], self.Wx, out=a), out=Pv[t])  # q = sigmoid(a'), a' = [h, s, 1] Wx
-            add(m2, gg[t], alpha=4, out=cur[0])  # 2g
-            mul(gf[t], cur[1], out=nxt[1]).addcmul_(gi[t], cur[0])  # c2_t = f c2_{t-1} + i 2g
-            add(m1, sigmoid(nxt[1], out=cur[3]), alpha=2, out=cur[3])  # k = tanh(c_t)
-            mul(go[t], cur[3], out=Hv[t + 1])  # h_t = o k
+            add(minus2, gg[t], alpha=4, out=m0[t])  # 2g
+            mul(gf[t], m1[t], out=m1[t + 1]).addcmul_(gi[t], m0[t])  # c2_t = f c2_{t-1} + i 2g
+            add(minus1, sigmoid(m1[t + 1], out=m3[t]), alpha=2, out=m3[t])  # k = tanh(c_t)
+            mul(go[t], m3[t], out=Hv[t + 1])  # h_t = o k
             if grad:
-                mul(gi[t], 4, out=cur[2])
-                mul(go[t], torch.addcmul(one, cur[3], cur[3], value=-1, out=tmp), out=Qv[t])  # o (1 - k^2)
-                Fv[t].copy_(gf[t])
-                Pv[t].addcmul_(Pv[t], Pv[t], value=-1).mul_(Mf[t % 2])  # R = q (1 - q) [2g, c2_{t-1}, 4i, k]
-        return Hs[:, L, :, :H], Ms[L % 2][1]
+                mul(gi[t], four, out=m2[t])
+        return Hs[:, L, :, :H], m1[L]
 
-    def backward(self, P, QF, G, carry):
-        """Adjoints of a stretch, written over P; G (E, L, B, O) the gradient on its logits, carry = (the gradient on
-        its last state from later steps' pre-activations (E, B, H) or None, dc2 (E, B, H)). Returns the carry out of
-        its first step."""
+    def backward(self, Hs, P, M, G, carry, grads, need_x):
+        """The backward of a stretch: G (E, L, B, O) the gradient on its logits, carry = (the gradient on its last
+        state from later steps' pre-activations (E, B, H) or None, dc2 (E, B, H)). Adds the weight gradients into
+        grads["Wx"] (E, 4H, K) (None: not needed). Returns the carry out of its first step and, with ``need_x``, the
+        inputs' gradient (E, L, B, I)."""
         dh_in, dc2 = carry
         E, L, B, _ = P.shape
-        H = self.H
-        Pv = P.unbind(1)
-        ifg = P.view(E, L, B, 4, H)[:, :, :, :3].unbind(1)  # (E, B, 3, H) per step
-        go = P[..., 3 * H:].unbind(1)
-        Qv, Fv, Gv = QF[..., :H].unbind(1), QF[..., H:].unbind(1), G.unbind(1)
+        H, K = self.H, Hs.shape[-1]
+        C, chunks = _chunks(L, B)
+        ring = P.new_empty(E, C, B, 4 * H)  # the adjoints a' of up to C steps
+        Av = ring.unbind(1)
+        ifg = ring.view(E, C, B, 4, H)[:, :, :, :3].unbind(1)  # (E, B, 3, H) per row
+        ao = ring[..., 3 * H:].unbind(1)
+        Mv, m3 = M.unbind(1), self._slots(M)[3]
+        _, gf, _, go = self._slots(P)
+        Pv, Hv, Gv = P.unbind(1), Hs[..., :H].unbind(1), G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]  # (E, 1, H) per output
-        dh = P.new_empty(E, B, H)
+        dh, D, Q = P.new_empty(E, B, H), P.new_empty(E, B, 4 * H), P.new_empty(E, B, H)
         dc2 = dc2.clone()
         dc2_ = dc2[:, :, None]
-        for t in range(L - 1, -1, -1):
-            if t < L - 1:
-                torch.bmm(Pv[t + 1], self.Wb, out=dh)
-            elif dh_in is None:
-                dh.zero_()
-            else:
-                dh.copy_(dh_in)
-            for o, v in enumerate(Vo):  # + G_t V
-                dh.addcmul_(Gv[t][..., o:o + 1], v)
-            dc2.addcmul_(dh, Qv[t], value=0.5)
-            ifg[t].mul_(dc2_)
-            go[t].mul_(dh)
-            dc2.mul_(Fv[t])
-        return torch.bmm(Pv[0], self.Wb), dc2
-
-    def accumulate(self, grads, Hs, P, need_x):
-        """Adds a stretch's weight gradients into grads["Wx"] (E, 4H, K); returns its inputs' gradient (E, L, B, I)
-        when ``need_x``."""
-        E, L, B, GH = P.shape
-        A = P.view(E, L * B, GH)
-        grads["Wx"].baddbmm_(A.mT, Hs[:, :L].reshape(E, L * B, -1))
-        return torch.bmm(A, self.Uf).view(E, L, B, -1) if need_x else None
+        addcmul, mul = torch.addcmul, torch.mul
+        x_bars, last = [], None  # last: the row holding a'_{t+1}
+        for c0, c1 in chunks:
+            for t in range(c1 - 1, c0 - 1, -1):
+                if last is not None:
+                    torch.bmm(last, self.Wb, out=dh)
+                elif dh_in is None:
+                    dh.zero_()
+                else:
+                    dh.copy_(dh_in)
+                for o, v in enumerate(Vo):  # + G_t V
+                    dh.addcmul_(Gv[t][..., o:o + 1], v)
+                dc2.addcmul_(dh, addcmul(go[t], Hv[t + 1], m3[t], value=-1, out=Q), value=0.5)  # o (1 - k^2)
+                last = Av[t - c0]
+                mul(addcmul(Pv[t], Pv[t], Pv[t], value=-1, out=D), Mv[t], out=last)  # R = q (1 - q) M_t
+                ifg[t - c0].mul_(dc2_)
+                ao[t - c0].mul_(dh)
+                dc2.mul_(gf[t])
+            A = ring[:, :c1 - c0].reshape(E, (c1 - c0) * B, 4 * H)
+            if grads is not None:
+                grads["Wx"].baddbmm_(A.mT, Hs[:, c0:c1].reshape(E, (c1 - c0) * B, K))
+            if need_x:
+                x_bars.append(torch.bmm(A, self.Uf).view(E, c1 - c0, B, -1))
+        x_bar = torch.cat(x_bars[::-1], 1) if need_x else None
+        return (torch.bmm(last, self.Wb), dc2), x_bar
 
     def new_grads(self, like, E):
         return {"Wx": like.new_zeros(E, 4 * self.H, self.H + self.I + 1)}
@@ -160,9 +172,8 @@ class GRUSteps:
 
         R_r = m'_n r (1 - r),   R_z = (h - n) z (1 - z),   R_n = sn (1 - sn) (1 - z)   (sn = sigmoid(pre')).
 
-    The backward writes, in place, [rho, q, a_z, p] = [p R_r, p r, dh R_z, dh R_n] over the first four: the adjoints
-    of a_r, m'_n, a_z, pre' up to exact factors (2, 2, 1, 2), so that the previous state's gradient is
-    ``[rho, q, a_z] [2W_r; 4W_n; W_z] + dh z``.
+    The backward forms [rho, q, a_z, p] = [p R_r, p r, dh R_z, dh R_n]: the adjoints of a_r, m'_n, a_z, pre' up to
+    exact factors (2, 2, 1, 2), so that the previous state's gradient is ``[rho, q, a_z] [2W_r; 4W_n; W_z] + dh z``.
     """
 
     n_gates = 3
@@ -185,6 +196,7 @@ class GRUSteps:
 
     @staticmethod
     def widths(H):
+        """Widths of the per-step buffers at H units: R, and none besides."""
         return 5 * H, 0
 
     def pack_state(self, h0):
@@ -193,7 +205,7 @@ class GRUSteps:
     def state_grad(self, carry):
         return carry[0]
 
-    def forward(self, state, Hs, R, QF, grad: bool):
+    def forward(self, state, Hs, R, M, grad: bool):
         """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]; fills Hs's h part and R (z, r, the rest only with
         ``grad``). Returns the state after the last step."""
         (h,) = state
@@ -224,18 +236,20 @@ class GRUSteps:
                 addcmul(z, z, z, value=-1, out=Rz).mul_(hmn)
         return (Hs[:, L, :, :H],)
 
-    def backward(self, R, QF, G, carry):
-        """Adjoints of a stretch, written over R; carry = (the gradient on its last state from later steps (E, B, H) or
-        None,). Returns the carry out of its first step."""
+    def backward(self, Hs, R, M, G, carry, grads, need_x):
+        """The backward of a stretch: carry = (the gradient on its last state from later steps (E, B, H) or None,).
+        Adds the weight gradients into grads (None: not needed). Returns the carry out of its first step and, with
+        ``need_x``, the inputs' gradient (E, L, B, I)."""
         (dh_in,) = carry
         E, L, B, _ = R.shape
-        H = self.H
-        pairs = R.view(E, L, B, 5, H)
-        zq = pairs[:, :, :, 2:4].unbind(1)  # [R_z, R_n] -> [a_z, p]
-        rr = pairs[:, :, :, 0:2].unbind(1)  # [R_r, r] -> [rho, q]
-        p = R[..., 3 * H:4 * H].unbind(1)
-        z = R[..., 4 * H:].unbind(1)
-        A = R[..., :3 * H].unbind(1)
+        H, K = self.H, Hs.shape[-1]
+        C, chunks = _chunks(L, B)
+        ring = R.new_empty(E, C, B, 4 * H)  # [rho, q, a_z, p] of up to C steps
+        rv = ring.view(E, C, B, 4, H)
+        zp, rq = rv[:, :, :, 2:4].unbind(1), rv[:, :, :, 0:2].unbind(1)  # (E, B, 2, H) per row
+        p, A3 = ring[..., None, 3 * H:].unbind(1), ring[..., :3 * H].unbind(1)  # (E, B, 1, H), (E, B, 3H)
+        Rv = R.view(E, L, B, 5, H)
+        RzRn, Rrr, z = Rv[:, :, :, 2:4].unbind(1), Rv[:, :, :, 0:2].unbind(1), Rv[:, :, :, 4].unbind(1)
         Gv = G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]
         dh, nxt = R.new_empty(E, B, H), R.new_empty(E, B, H)
@@ -243,23 +257,26 @@ class GRUSteps:
             dh.zero_()
         else:
             dh.copy_(dh_in)
-        for t in range(L - 1, -1, -1):
-            for o, v in enumerate(Vo):  # + G_t V
-                dh.addcmul_(Gv[t][..., o:o + 1], v)
-            zq[t].mul_(dh[:, :, None])
-            rr[t].mul_(p[t][:, :, None])
-            torch.bmm(A[t], self.Wb, out=nxt).addcmul_(dh, z[t])  # onto h_{t-1}
-            dh, nxt = nxt, dh
-        return (dh,)
-
-    def accumulate(self, grads, Hs, R, need_x):
-        E, L, B, _ = R.shape
-        H = self.H
-        R2 = R.view(E, L * B, -1)
-        H2 = Hs[:, :L].reshape(E, L * B, -1)
-        grads["Wx"].baddbmm_(R2[..., :3 * H].mT, H2)  # [rho, q, a_z]^T [h, s, 1]
-        grads["Un"].baddbmm_(H2[..., H:].mT, R2[..., 3 * H:4 * H])  # [s, 1]^T p
-        return torch.bmm(R2[..., :4 * H], self.Ux).view(E, L, B, -1) if need_x else None
+        mul = torch.mul
+        x_bars = []
+        for c0, c1 in chunks:
+            for t in range(c1 - 1, c0 - 1, -1):
+                r = t - c0
+                for o, v in enumerate(Vo):  # + G_t V
+                    dh.addcmul_(Gv[t][..., o:o + 1], v)
+                mul(RzRn[t], dh[:, :, None], out=zp[r])  # [a_z, p] = dh [R_z, R_n]
+                mul(Rrr[t], p[r], out=rq[r])  # [rho, q] = p [R_r, r]
+                torch.bmm(A3[r], self.Wb, out=nxt).addcmul_(dh, z[t])  # onto h_{t-1}
+                dh, nxt = nxt, dh
+            n = c1 - c0
+            A, H2 = ring[:, :n].reshape(E, n * B, 4 * H), Hs[:, c0:c1].reshape(E, n * B, K)
+            if grads is not None:
+                grads["Wx"].baddbmm_(A[..., :3 * H].mT, H2)  # [rho, q, a_z]^T [h, s, 1]
+                grads["Un"].baddbmm_(H2[..., H:].mT, A[..., 3 * H:])  # [s, 1]^T p
+            if need_x:
+                x_bars.append(torch.bmm(A, self.Ux).view(E, n, B, -1))
+        x_bar = torch.cat(x_bars[::-1], 1) if need_x else None
+        return (dh,), x_bar
 
     def new_grads(self, like, E):
         H, I = self.H, self.I

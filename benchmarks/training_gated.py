@@ -1,0 +1,164 @@
+"""A full training step with the hand-differentiated LSTM and GRU BPTT (``floss_core.training.gated_bptt``) against
+autograd and against torch.nn's LSTM and GRU.
+
+    python benchmarks/training_gated.py [--cells lstm,gru] [--networks 32] [--repeats 7] [--dtype float32]
+                                        [--device cpu] [--no-autograd]
+
+One training step of an ensemble of E LSTMs or GRUs at the author's sizes (H = 80, batch 16, T = 300, XOR with delay
+20, float32): a fresh batch (``floss_core.training.sample_task``), the loss and its backward, per-network clipping of
+every parameter array (``clip_per_network_``) and an Adam step; per network:
+
+  gated_task_loss  ``floss_core.training.gated_bptt.gated_task_loss`` (sub-batches on all of torch's threads, one
+                   each; what ``train`` uses by default), and on 1 thread
+  task_loss        ``task_loss(method="autograd")`` (autograd through the rollout), on 1 and on 2 threads
+  nn.LSTM / nn.GRU ``torch.nn.LSTM`` / ``torch.nn.GRU`` + ``nn.Linear`` readout + Adam for one network (fresh
+                   1-network batch, the same masked BCE, per-array clipping), on 1 and on 2 threads: the baseline is
+                   the faster of the two
+
+The methods are interleaved repeat by repeat in one process, so that a change of load hits all alike; compare the
+ratios. Between two methods the script pauses 20 ms (an idle OpenMP thread spins for a few milliseconds after an
+operation on two threads). GFLOP/s counts the matmul flops of one network's step, 6 T B G H^2 + 2 T B G H (I + 1)
++ 4 T B H O (forward, adjoint and weight gradient of the G gates, input terms, readout), over the median time. The
+header reports the load average and the CPU time other processes used during the run (from /proc/stat), in cores.
+"""
+import argparse
+import functools
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _timing import timed
+
+from floss_core import GRU, LSTM, TaskConfig
+from floss_core.ensemble import clip_per_network_
+from floss_core.training import sample_task, task_loss
+from floss_core.training.gated_bptt import gated_task_loss
+
+H, BATCH, T, DELAY, CLIP, LR = 80, 16, 300, 20, 1.0, 1e-3
+PAUSE = 0.02  # seconds between two methods
+CELLS = {"lstm": (LSTM, torch.nn.LSTM, 4), "gru": (GRU, torch.nn.GRU, 3)}
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes have used (all cores, from /proc/stat); NaN where that is not available."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def ensemble_step(model, opt, task, gen, loss_fn):
+    opt.zero_grad(set_to_none=True)
+    batch = sample_task(task, model, gen)
+    loss, _ = loss_fn(model, batch, model.train_state(BATCH))
+    loss.sum().backward()
+    clip_per_network_(list(model.parameters()), CLIP)
+    opt.step()
+
+
+def nn_step(rnn, readout, opt, task, one, gen):
+    """One network's step: ``one`` is a 1-network ensemble, used only to draw its batch with sample_task."""
+    opt.zero_grad(set_to_none=True)
+    batch = sample_task(task, one, gen)
+    out, _ = rnn(batch.inputs[0])  # (B, T, H)
+    bce = F.binary_cross_entropy_with_logits(readout(out), batch.targets[0], reduction="none")
+    ((bce * batch.mask[0]).sum() / batch.mask[0].sum()).backward()
+    for p in opt.param_groups[0]["params"]:  # the same per-array clipping as clip_per_network_
+        torch.nn.utils.clip_grad_norm_([p], CLIP)
+    opt.step()
+
+
+def methods_for(cell, E, steps, dtype, device, gen, threads, with_autograd):
+    """name: (threads, per-network divisor, step) for one cell."""
+    ours, theirs, _ = CELLS[cell]
+    task = TaskConfig(name="xor", delay=DELAY, seq_len=steps, batch=BATCH)
+    model = ours(1, H, 1, n_networks=E, generator=gen, dtype=dtype, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    one = ours(1, H, 1, generator=gen, dtype=dtype, device=device)
+    rnn = theirs(1, H, batch_first=True).to(device=device, dtype=dtype)
+    readout = torch.nn.Linear(H, 1).to(device=device, dtype=dtype)
+    rnn_opt = torch.optim.Adam([*rnn.parameters(), *readout.parameters()], lr=LR)
+    label, nn_name = cell.upper(), theirs.__name__
+
+    def fast():
+        ensemble_step(model, opt, task, gen, gated_task_loss)
+
+    def autograd():
+        ensemble_step(model, opt, task, gen, functools.partial(task_loss, method="autograd"))
+
+    def baseline():
+        nn_step(rnn, readout, rnn_opt, task, one, gen)
+
+    methods = {f"{label} gated_task_loss, {threads} workers": (threads, E, fast),
+               f"{label} gated_task_loss, 1 thread": (1, E, fast)}
+    if with_autograd:
+        methods.update({f"{label} task_loss (autograd), 1 thread": (1, E, autograd),
+                        f"{label} task_loss (autograd), 2 threads": (2, E, autograd)})
+    methods.update({f"{label} nn.{nn_name} + Adam, 1 thread": (1, 1, baseline),
+                    f"{label} nn.{nn_name} + Adam, 2 threads": (2, 1, baseline)})
+    return methods
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", default="lstm,gru")
+    ap.add_argument("--networks", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-autograd", action="store_true", help="leave out task_loss(method='autograd')")
+    ap.add_argument("--quick", action="store_true", help="T = 40, 2 repeats (a smoke test)")
+    args = ap.parse_args()
+    E, dtype, device = args.networks, getattr(torch, args.dtype), torch.device(args.device)
+    cells = [c.strip() for c in args.cells.split(",")]
+    if not cells or any(c not in CELLS for c in cells):
+        raise SystemExit(f"--cells takes a comma-separated list of {sorted(CELLS)}, got {args.cells!r}")
+    steps, repeats = (40, 2) if args.quick else (T, args.repeats)
+    threads = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(0)
+    methods = {}
+    for cell in cells:
+        methods.update(methods_for(cell, E, steps, dtype, device, gen, threads, not args.no_autograd))
+
+    load0, busy0, own0, wall0 = os.getloadavg(), busy_seconds(), time.process_time(), time.perf_counter()
+    times = {name: [] for name in methods}
+    for r in range(repeats + 1):  # the first round warms up (buffers, thread pools) and is not counted
+        for name, (n_threads, div, fn) in methods.items():
+            torch.set_num_threads(n_threads)
+            time.sleep(PAUSE)
+            runs = 1 if div > 1 else 4  # a single network's step is short: time a few
+            w, c = timed(lambda fn=fn, runs=runs: [fn() for _ in range(runs)], device)
+            if r:
+                times[name].append((w / div / runs, c / div / runs))
+    torch.set_num_threads(threads)
+    load1 = os.getloadavg()
+    others = (busy_seconds() - busy0 - (time.process_time() - own0)) / (time.perf_counter() - wall0)
+
+    med = {name: statistics.median(w for w, _ in r) for name, r in times.items()}
+    print(f"device {device}, {dtype}, torch threads {threads}; H = {H}, batch {BATCH}, T = {steps}, E = {E}; "
+          f"{repeats} repeats; load average before {load0[0]:.2f} / after {load1[0]:.2f} (1 min); other processes "
+          f"used {others:.2f} cores during the run")
+    print("per network: ms wall min / median / max, CPU ms median; ratios of medians (> 1: faster than the "
+          "reference)\n")
+    print("| method | wall min / med / max (ms) | CPU med (ms) | vs nn (faster) | vs autograd (faster) | GFLOP/s |")
+    print("|---|---|---|---|---|---|")
+    for cell in cells:
+        G = CELLS[cell][2]
+        flops = 6 * steps * BATCH * G * H * H + 2 * steps * BATCH * G * H * 2 + 4 * steps * BATCH * H
+        names = [n for n in times if n.startswith(cell.upper() + " ")]
+        base = min(med[n] for n in names if " nn." in n)
+        auto = [med[n] for n in names if "autograd" in n]
+        for name in names:
+            wall = [w for w, _ in times[name]]
+            cpu = statistics.median(c for _, c in times[name])
+            vs_auto = f"{min(auto) / med[name]:.2f}x" if auto else "-"
+            print(f"| {name} | {1e3 * min(wall):.2f} / {1e3 * med[name]:.2f} / {1e3 * max(wall):.2f} | "
+                  f"{1e3 * cpu:.2f} | {base / med[name]:.2f}x | {vs_auto} | {flops / med[name] / 1e9:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
