@@ -2,8 +2,10 @@
 
     python benchmarks/device_check.py --device cuda [--skip-sweeps]
 
-1. TanhRNN / LSTM / GRU built from a CPU generator give the same weights on the device; spectra (reference and fast)
-   and their gradients equal the CPU's (float64) to 1e-8; floss, train, the diagnostics and the adapters run.
+1. TanhRNN / LSTM / GRU built from a CPU generator give the same weights on the device; spectra (reference and fast
+   engines) and their gradients, and the task loss with its gradients (hand-written BPTT, plain and checkpointed,
+   and autograd), equal the CPU's (float64) to 1e-8; floss, train, the diagnostics and the adapters (single-layer
+   cells and modules on the fast engine, a stacked nn.LSTM / nn.GRU on the reference) run.
 2. The computations of figures 1-2 (flossing_sweep) and 3-4 (delay_sweep) with the notebooks' default parameters,
    timed, with their key numbers (to compare with figures/*_numbers.json from the CPU run).
 """
@@ -33,18 +35,37 @@ def check(dev):
                 out[d] = (lam.detach().cpu(), g.cpu())
             worst = max(worst, (out["cpu"][0] - out[dev][0]).abs().max().item(),
                         ((out["cpu"][1] - out[dev][1]).norm() / out["cpu"][1].norm()).item())
+        trained = {d: cls(1, 12, 2, n_networks=3, gain=1.5, dtype=torch.float64, device=d,
+                          generator=torch.Generator().manual_seed(0)) for d in ("cpu", dev)}
+        batch = F.make_batch("copy", delay=3, seq_len=24, batch=4, n_networks=3, n_channels=2,
+                             generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        for bptt, checkpoint in (("fast", 0), ("fast", 5), ("autograd", 0)):  # the task loss and its gradients
+            out = {}
+            for d, m in trained.items():
+                b = F.TaskBatch(inputs=batch.inputs[..., :1].to(d), targets=batch.targets.to(d),
+                                mask=batch.mask.to(d), bits=batch.bits.to(d))
+                m.zero_grad(set_to_none=True)
+                loss, _ = F.task_loss(m, b, m.train_state(4), checkpoint=checkpoint, method=bptt)
+                loss.sum().backward()
+                out[d] = (loss.detach().cpu(), torch.cat([p.grad.flatten().cpu() for p in m.parameters()]))
+            worst = max(worst, (out["cpu"][0] - out[dev][0]).abs().max().item(),
+                        ((out["cpu"][1] - out[dev][1]).norm() / out["cpu"][1].norm()).item())
         m = models[dev]
         F.floss(m, 3, config=F.FlossConfig(k=4, seq_len=30, n_transient=5), generator=torch.Generator().manual_seed(3))
-        if cls is F.TanhRNN:
-            F.train(cls(1, 12, 1, n_networks=3, device=dev, generator=torch.Generator().manual_seed(0)),
-                    F.TaskConfig(name="xor", delay=4, seq_len=20, batch=4), config=F.TrainConfig(n_steps=3),
-                    floss_config=F.FlossConfig(k=4, seq_len=30, n_transient=5),
-                    schedule=F.FlossSchedule(pre_steps=2, every=1, episode_steps=1, max_episodes=1),
-                    generator=torch.Generator().manual_seed(4), progress=False)
+        F.train(cls(1, 12, 1, n_networks=3, device=dev, generator=torch.Generator().manual_seed(0)),
+                F.TaskConfig(name="xor", delay=4, seq_len=20, batch=4), config=F.TrainConfig(n_steps=3),
+                floss_config=F.FlossConfig(k=4, seq_len=30, n_transient=5),
+                schedule=F.FlossSchedule(pre_steps=2, every=1, episode_steps=1, max_episodes=1),
+                generator=torch.Generator().manual_seed(4), progress=False)
         gradient_norm_profile(m, x.to(dev)[:, :, :40], generator=torch.Generator().manual_seed(5))
         long_term_jacobian_singular_values(m, x.to(dev)[:, :1, :40], 4, generator=torch.Generator().manual_seed(6))
-    cell = torch.nn.LSTMCell(2, 8).double().to(dev)
-    F.adapters.flossing_loss_of(cell, torch.randn(2, 50, 2, dtype=torch.float64, device=dev), 4).backward()
+    for module in (torch.nn.LSTMCell(2, 8), torch.nn.GRU(2, 8, batch_first=True),
+                   torch.nn.LSTM(2, 8, num_layers=2, batch_first=True), torch.nn.GRU(2, 8, num_layers=3)):
+        module = module.double().to(dev)
+        x = torch.randn(2, 50, 2, dtype=torch.float64, device=dev)
+        if isinstance(module, torch.nn.GRU) and not module.batch_first:
+            x = x.transpose(0, 1)  # (T, B, I)
+        F.adapters.flossing_loss_of(module, x, 4, generator=torch.Generator().manual_seed(8)).backward()
     print(f"device check: CPU vs {dev} worst difference (exponents abs / gradients rel, float64): {worst:.2e}")
     return worst
 

@@ -69,8 +69,8 @@ def key_numbers(fig, ns):
     if fig == "05":
         return {f"final_acc_{name}": [round(float(a.median()), 3) for a in f] for name, f in ns["final"].items()}
     if fig == "06":
-        return {f"{cell}_successes": ok.sum(-1).tolist()  # (biases, K, tasks, D): successes over the seeds
-                for cell, ok in ns["summary"]["success"].items()}
+        return {f"{cell}_{c}_successes": ok.sum(-1).tolist()  # (D,): successes over the seeds per delay
+                for cell, t in ns["table"].items() for c, ok in t["success"].items()}
     return {}
 
 
