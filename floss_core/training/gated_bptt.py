@@ -99,7 +99,6 @@ def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
     all T, or None (checkpointed, or without gradient: stretch buffers made here)."""
     steps = cls(*params)
     E, B, T, _ = X.shape
-    V, c = params[-2:]
     stretches = _stretches(T, checkpoint)
     if bufs is None:
         bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
@@ -114,7 +113,7 @@ def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
         _fill_inputs(Hs, X, t0, t1)
         state = steps.forward(state, Hs[:, :L + 1], P[:, :L], None if Mb is None else Mb[:, :L + 1],
                               grad and len(stretches) == 1)
-        z, b_, c_ = _loss_of(V, c, Hs[:, 1:L + 1, :, :steps.H], Y[:, t0:t1], M[:, t0:t1])
+        z, b_, c_ = _loss_of(steps.Vr, steps.cr, Hs[:, 1:L + 1, :, :steps.H], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
     n = M.sum((1, 2, 3))  # (E,) defined targets
     if not grad:
@@ -133,9 +132,9 @@ def _backward_group(cls, params, X, Y, M, saved, g, checkpoint, need):
     g = (g / M.sum((1, 2, 3)))[:, None, None, None]  # on the masked BCE sum
     stretches = _stretches(T, checkpoint)
     grads = steps.new_grads(V, E) if any(need[:4]) else None
-    V_bar, c_bar = torch.zeros_like(V), torch.zeros_like(params[-1])
+    gV, gc = torch.zeros_like(V), torch.zeros_like(params[-1])  # sum G^T h (stored form), sum G
     x_bars = []
-    carry = (None, X.new_zeros(E, B, H)) if steps.state_parts == 2 else (None,)
+    carry = steps.initial_carry(X, E, B)
     if len(stretches) > 1:
         bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
     for k in range(len(stretches) - 1, -1, -1):
@@ -148,15 +147,16 @@ def _backward_group(cls, params, X, Y, M, saved, g, checkpoint, need):
             Hs, P, Mb = (None if b is None else b[:, :L + (i != 1)] for i, b in enumerate(bufs))
             _fill_inputs(Hs, X, t0, t1)
             steps.forward(saved[0][k].split(H, -1), Hs, P, Mb, True)
-            z = _loss_of(V, params[-1], Hs[:, 1:, :, :H], Y[:, t0:t1], M[:, t0:t1])[0]
+            z = _loss_of(steps.Vr, steps.cr, Hs[:, 1:, :, :H], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz (E, L, B, O)
         carry, x_bar = steps.backward(Hs, P, Mb, G, carry, grads, need[7])
         x_bars.append(x_bar)
         if need[4]:
-            V_bar.baddbmm_(G.reshape(E, L * B, -1).mT, Hs[:, 1:L + 1, :, :H].reshape(E, L * B, H))
-        if need[5]:
-            c_bar += G.sum((1, 2))
+            gV.baddbmm_(G.reshape(E, L * B, -1).mT, Hs[:, 1:L + 1, :, :H].reshape(E, L * B, H))
+        if need[4] or need[5]:
+            gc += G.sum((1, 2))
     W_bar, U_bar, b_bar, b_h_bar = steps.finish(grads) if any(need[:4]) else (None,) * 4
+    V_bar, c_bar = steps.readout_grads(gV, gc)
     X_bar = torch.cat(x_bars[::-1], 1).transpose(1, 2) if need[7] else None  # (E, B, T, I)
     out = [W_bar, U_bar, b_bar, b_h_bar, V_bar, c_bar, steps.state_grad(carry), X_bar]
     return [o if nd else None for o, nd in zip(out, need)]

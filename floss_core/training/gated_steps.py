@@ -52,7 +52,6 @@ class LSTMSteps:
     """
 
     n_gates = 4
-    state_parts = 2  # (h, c)
 
     def __init__(self, W, U, b, V, c):
         E, GH, H = W.shape
@@ -62,7 +61,8 @@ class LSTMSteps:
         self.scale = scale.view(4 * H)
         Wf, Uf, bf = W * self.scale[:, None], U * self.scale[:, None], b * self.scale
         self.Wx = _stacked(Wf, Uf, bf)  # (E, K, 4H)
-        self.Wb, self.Uf, self.V, self.c = Wf, Uf, V, c  # (E, 4H, H), (E, 4H, I)
+        self.Wb, self.Uf, self.V = Wf, Uf, V  # (E, 4H, H), (E, 4H, I)
+        self.Vr, self.cr = V, c  # logits z = Vr h + cr
 
     @staticmethod
     def widths(H):
@@ -78,6 +78,14 @@ class LSTMSteps:
         """The gradient on h0 [h, c] (E, B, 2H) from the carry out of the first step."""
         dh, dc2 = carry
         return torch.cat([dh, 2 * dc2], -1)
+
+    def initial_carry(self, like, E, B):
+        """The carry into the last step: nothing from later steps."""
+        return None, like.new_zeros(E, B, self.H)
+
+    def readout_grads(self, gV, gc):
+        """(V_bar, c_bar) from sum G^T h (E, O, H) and sum G (E, O)."""
+        return gV, gc
 
     def _slots(self, M):
         """The four H-wide slots of every row of M (E, R, B, 4H): four lists of R views (E, B, H)."""
@@ -177,7 +185,6 @@ class GRUSteps:
     """
 
     n_gates = 3
-    state_parts = 1
 
     def __init__(self, W, U, b, b_h, V, c):
         E, GH, H = W.shape
@@ -192,7 +199,7 @@ class GRUSteps:
         self.Dn = torch.cat([2 * Un.mT, 2 * bn[:, None]], 1)  # (E, I + 1, H): u'_n = [s, 1] Dn
         self.Wb = torch.cat([2 * Wr, 4 * Wn, Wz], 1)  # (E, 3H, H)
         self.Ux = torch.cat([2 * Ur, zeros, Uz, 4 * Un], 1)  # (E, 4H, I): inputs' gradient from [rho, q, a_z, p]
-        self.V, self.c = V, c
+        self.V, self.Vr, self.cr = V, V, c  # logits z = Vr h + cr
 
     @staticmethod
     def widths(H):
@@ -204,6 +211,12 @@ class GRUSteps:
 
     def state_grad(self, carry):
         return carry[0]
+
+    def initial_carry(self, like, E, B):
+        return (None,)
+
+    def readout_grads(self, gV, gc):
+        return gV, gc
 
     def forward(self, state, Hs, R, M, grad: bool):
         """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]; fills Hs's h part and R (z, r, the rest only with
