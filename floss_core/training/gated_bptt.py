@@ -8,13 +8,15 @@ kernels: ``training.gated_steps``).
 **Forward.** Per step one batched matmul ``[h_{t-1}, s_t, 1] [W; U; b]^T`` (E, B, H + I + 1) x (E, H + I + 1, G*H)
 gives every gate's pre-activation, one sigmoid covers all gates (tanh as ``2 sigmoid(2x) - 1``, the factor 2 folded
 into the weights' rows: exact), and a few elementwise operations the state. The step writes into preallocated
-buffers (E, T, B, ...): the states next to the inputs, and the gates, overwritten at once by the local derivatives
-the backward needs. The readout of all steps is then one batched matmul, the masked BCE one elementwise operation.
+buffers (E, T, B, ...), kept between calls (``runtime.take_buffer``): the states next to the inputs, the gates and
+(LSTM: the cell state; GRU: the local derivatives) what the backward multiplies with. The readout of all steps is
+then one batched matmul, the masked BCE one elementwise operation.
 
 **Backward.** With ``G_t = dL/dz_t = mask (sigmoid(z_t) - y_t)`` (times the upstream gradient), each step is one
 batched matmul (the adjoint of the pre-activations times the stacked recurrent weights, plus ``G_t V``) and a few
-elementwise products with the stored local derivatives, written over them; every weight gradient is then one
-batched matmul over all steps and trajectories, ``A^T [h, s, 1]`` (A: the adjoints of the pre-activations).
+elementwise products with what the forward stored, which it only reads (a graph may be back-propagated twice). The
+adjoints of the pre-activations, A, go to a ring of ~512 / B steps that stays in cache, and every weight gradient is
+one batched matmul per ring, ``A^T [h, s, 1]`` over its steps and trajectories.
 
 ``checkpoint=n`` keeps only the state before every n-th step and recomputes each stretch in the backward (the
 sums above then run per stretch). On CPU the networks run in sub-batches on worker threads

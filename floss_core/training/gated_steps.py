@@ -1,15 +1,19 @@
 """The per-step kernels of the hand-written LSTM and GRU BPTT (``training.gated_bptt``): folded weights, the forward
-of a stretch of steps (which also stores each step's local derivatives), the backward of a stretch, and the weight
-gradients from the stored buffers. Shapes: E networks (of one sub-batch), L steps of the stretch, B trajectories,
-H units, I inputs, O outputs, K = H + I + 1.
+of a stretch of steps, and its backward with the weight gradients. Shapes: E networks (of one sub-batch), L steps of
+the stretch, B trajectories, H units, I inputs, O outputs, K = H + I + 1.
 
 Both cells keep a buffer ``Hs`` (E, L + 1, B, K) whose row l is ``[h_{t0+l-1}, s_{t0+l}, 1]``: the state entering
 step t0 + l next to that step's inputs, so that every step's pre-activations are one batched matmul with the
-stacked weights ``[W; U; b]`` and every weight gradient is one matmul over all steps, ``A^T Hs`` (A: the adjoints of
+stacked weights ``[W; U; b]`` and every weight gradient is a matmul over many steps, ``A^T Hs`` (A: the adjoints of
 the pre-activations). Row L holds the last state. tanh is computed as ``2 sigmoid(2x) - 1`` with the factor 2 folded
 into the weights (exact: powers of two). The backward of a step is one matmul and a few elementwise products with
 what the forward stored (read only: a graph may be back-propagated twice); it writes the adjoints into a ring of C
 steps (``_chunks``: C B ~ 512 rows), which stays in cache, and the weight gradients are one matmul per ring.
+
+Elementwise operations on these per-step slices cost a few microseconds each (measured on a 2-core CPU at E = 16,
+B = 16, H = 80), about a third of a step beside its matmul, so the loops hold few of them; the work is best done per
+step on data still in cache: forming the local derivatives for chunks of steps instead (fewer calls, but the chunks'
+data come from beyond L2) was 17% slower for the LSTM.
 """
 from __future__ import annotations
 
