@@ -25,6 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.adapters import TorchCell
 from ..cells.gated import GRU, LSTM, gru_step, lstm_step
+from ..cells.stacked import stacked_step
 from .fast import bad_masks, engine_plans, n_qr, sub_batches
 from .gated_backward import backward_group
 from .gated_cells import KERNELS
@@ -52,18 +53,37 @@ def gated_kind(model) -> str | None:
 
 
 def _parameters(model, kind: str):
-    """(W, U, b, b_h or None, step) of ``model``: W (E, G H, H), U (E, G H, I), b and b_h (E, G H) as views of its
-    parameters (gradients reach them), and ``step(W, U, b, b_h, h, x)``, the cell's own step on a sub-batch."""
+    """(W, U, b, b_h or None, trajectory) of ``model``: W (E, G H, H), U (E, G H, I), b and b_h (E, G H) as views of
+    its parameters (gradients reach them), and ``trajectory(W, U, b, b_h, h0, X)``, the states (T + 1, E, B, S) of
+    a sub-batch from h0 (E, B, S) and inputs X (E, B, T, I), with the cell's own step (the reference's bits)."""
     if isinstance(model, TorchCell):
         w_ih, w_hh, b_ih, b_hh = model._weights()
         zero = torch.zeros(w_hh.shape[0], dtype=w_hh.dtype, device=w_hh.device)
         b_ih = zero if b_ih is None else b_ih
         b_hh = zero if b_hh is None else b_hh
         b, b_h = (b_ih + b_hh, None) if kind == "LSTM" else (b_ih, b_hh.unsqueeze(0))
-        return w_hh.unsqueeze(0), w_ih.unsqueeze(0), b.unsqueeze(0), b_h, lambda W, U, b, b_h, h, x: model.step(h, x)
-    if kind == "LSTM":
-        return model.W, model.U, model.b, None, lambda W, U, b, b_h, h, x: lstm_step(W, U, b, h, x)[0]
-    return model.W, model.U, model.b, model.b_h, lambda W, U, b, b_h, h, x: gru_step(W, U, b, b_h, h, x)[0]
+        layers = [model._weights()]  # TorchCell.step of one layer is stacked_step on (B, S), here without its
+        # per-step wrapper (the same operations on the same tensors, so the same bits)
+
+        def trajectory(W, U, b_, b_h_, h0, X):
+            h, states = h0[0], [h0[0]]
+            for x in X[0].unbind(1):  # unbind once, never index inside the loop
+                h = stacked_step(kind, layers, h, x)  # (B, S)
+                states.append(h)
+            return torch.stack(states).unsqueeze(1)
+
+        return w_hh.unsqueeze(0), w_ih.unsqueeze(0), b.unsqueeze(0), b_h, trajectory
+    step = (lambda W, U, b, b_h, h, x: lstm_step(W, U, b, h, x)[0]) if kind == "LSTM" else \
+        (lambda W, U, b, b_h, h, x: gru_step(W, U, b, b_h, h, x)[0])
+
+    def trajectory(W, U, b, b_h, h0, X):
+        h, states = h0, [h0]
+        for x in X.unbind(2):
+            h = step(W, U, b, b_h, h, x)  # (E, B, S)
+            states.append(h)
+        return torch.stack(states)
+
+    return model.W, model.U, model.b, (model.b_h if kind == "GRU" else None), trajectory
 
 
 class _GatedSpectrum(torch.autograd.Function):
@@ -73,22 +93,21 @@ class _GatedSpectrum(torch.autograd.Function):
     (``runtime.run_jobs``)."""
 
     @staticmethod
-    def forward(ctx, W, U, b, b_h, h0, X, Q0, kind: str, step, plans: list, groups: list, workers: int,
+    def forward(ctx, W, U, b, b_h, h0, X, Q0, kind: str, trajectory, plans: list, groups: list, workers: int,
                 one_thread: bool):
         B = X.shape[1]
 
         def job(g, plan):
-            bh = None if b_h is None else b_h[g]
-            kernel = KERNELS[kind](W[g], U[g], b[g], bh, B)
-            Wg, Ug, bg = W[g], U[g], b[g]
-            return forward_group(kernel, lambda h, x: step(Wg, Ug, bg, bh, h, x), h0[g], X[g], Q0[g], plan)
+            params = W[g], U[g], b[g], None if b_h is None else b_h[g]
+            states = trajectory(*params, h0[g], X[g])  # (T + 1, E_g, B, S)
+            return forward_group(KERNELS[kind](*params, B), states, X[g], Q0[g], plan)
 
         out = run_jobs(workers, [lambda g=g, pl=pl: job(g, pl) for g, pl in zip(groups, plans)], one_thread,
                        W.device.type)
         ctx.saved_groups, ctx.workers, ctx.one_thread = [sv for _, sv in out], workers, one_thread
         for _, sv in out:  # its buffers back to the pool once the graph (or this call's result) is freed
-            weakref.finalize(ctx, give_buffer, sv["QTs"])
-            weakref.finalize(ctx, give_buffer, sv["J"])
+            for buf in [sv["QTs"], *sv["tangent"].buffers()]:
+                weakref.finalize(ctx, give_buffer, buf)
         return torch.cat([lam for lam, _ in out]) if len(out) > 1 else out[0][0]
 
     @staticmethod
@@ -121,13 +140,13 @@ def gated_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor
     kind = gated_kind(model)
     E, B, T, _ = inputs.shape
     S, k = model.state_size, Q.shape[-1]
-    W, U, b, b_h, step = _parameters(model, kind)
+    W, U, b, b_h, trajectory = _parameters(model, kind)
     if detached:  # the state trajectory carries no gradient (the coefficients still depend on the parameters)
         h = h.detach()
     groups, workers, one_thread = sub_batches(E, B, S, k, W, group, workers)
     plans = engine_plans(len(groups), T, n_transient=n_transient, t_ons=t_ons, detached=detached, check=check,
                          orth=orth, tol=tol, max_window=max_window, dtype=W.dtype)
-    lam = _GatedSpectrum.apply(W, U, b, b_h, h, inputs, Q, kind, step, plans, groups, workers, one_thread)
+    lam = _GatedSpectrum.apply(W, U, b, b_h, h, inputs, Q, kind, trajectory, plans, groups, workers, one_thread)
     if info is not None:
         info["n_qr"] = n_qr(plans, groups)
     return lam, lambda: bad_masks(plans, n_transient)

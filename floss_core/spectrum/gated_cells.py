@@ -1,4 +1,5 @@
-"""The Jacobians of the LSTM and the GRU for the fast gated engine, as a few diagonal scalings of W, and their adjoints.
+"""The Jacobians of the LSTM and the GRU for the fast gated engine, as a few diagonal scalings of W, and the maps
+between their coefficients and the cells' pre-activations.
 
 Shapes: E networks, B trajectories each (M = E B rows of the tangent batch), T steps, H units, S state entries,
 k tangent vectors, G gates; the gates are stacked along the rows of W (E, G H, H) in torch's order. Coefficient
@@ -9,16 +10,14 @@ GRU (S = H; ``floss_core.cells.gated``):
     J = diag(z) + diag(c_r) W_r + diag(c_z) W_z + diag(c_n) W_n,
     c_z = (h - n) z (1 - z),   c_n = (1 - z)(1 - n^2) r,   c_r = c_n m_n (1 - r)
 
-    stored as ``JT = J^T`` (T, M, H, H), so a tangent step is one matmul: ``Y^T = Q^T JT``.
-
 LSTM (S = 2H, state [h, c]):
 
     J = [[J_hh, diag(beta f)], [J_ch, diag(f)]],   J_ch = diag(a_i) W_i + diag(a_f) W_f + diag(a_g) W_g,
     J_hh = diag(a_o) W_o + diag(beta) J_ch,        a_i = g i (1 - i),  a_f = c f (1 - f),  a_g = i (1 - g^2),
     a_o = tanh(c') o (1 - o),  beta = o (1 - tanh(c')^2)
 
-    stored as the left block column ``JhT = [J_hh; J_ch]^T`` (T, M, H, 2H) and the diagonal ``D = [beta f, f]``
-    (T, M, 2, H): ``Y^T = Q_h^T JhT + [Q_c^T D_top, Q_c^T D_bot]`` (one matmul with half the flops of the dense J).
+Both have the form ``(J q)[r] = sum_x K_x[r] (W_x q_h)[r mod H] + d[r] q[off + r mod H]`` (``row_coefs``,
+``diag_coefs``, ``diag_offset``), which ``gated_tangent`` applies, stored whole or as scalings of ``W Q``.
 
 Every coefficient is a function of the step's gate pre-activations and its entering state (``coefs``), so their
 adjoints go back to the pre-activations by ``torch.func.vjp`` over all steps at once; the pre-activations are linear
@@ -28,7 +27,23 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["KERNELS", "LSTMKernel", "GRUKernel"]
+__all__ = ["KERNELS", "LSTMKernel", "GRUKernel", "per_network_mm", "per_network_gram"]
+
+
+def per_network_mm(A: torch.Tensor, Bm: torch.Tensor) -> torch.Tensor:
+    """``A[:, e] @ Bm[e]`` for every network e: A (C, E, R, p), Bm (E, p, q) -> (C, E, R, q)."""
+    C, E, R, p = A.shape
+    if E == 1:  # one matmul on views, no copy
+        return (A.reshape(C * R, p) @ Bm[0]).view(C, 1, R, Bm.shape[-1])
+    return torch.einsum("cerp,epq->cerq", A, Bm)
+
+
+def per_network_gram(A: torch.Tensor, Bm: torch.Tensor) -> torch.Tensor:
+    """``sum_{c, r} A[c, e, r]^T Bm[c, e, r]`` for every network e: A (C, E, R, p), Bm (C, E, R, q) -> (E, p, q)."""
+    C, E, R, p = A.shape
+    if E == 1:
+        return (A.reshape(C * R, p).mT @ Bm.reshape(C * R, Bm.shape[-1])).unsqueeze(0)
+    return torch.einsum("cerp,cerq->epq", A, Bm)
 
 
 class _Kernel:
@@ -42,16 +57,21 @@ class _Kernel:
     def __init__(self, W, U, b, b_h, B: int):
         self.W, self.U, self.b, self.b_h, self.B = W, U, b, b_h, B
         self.E, self.H = W.shape[0], W.shape[-1]
-        G, H = self.n_gates, self.H
-        self.WT = W.reshape(self.E, G, H, H).mT.contiguous()  # (E, G, H_in, H_out): WT[:, x] = W_x^T
+        self.Wg = W.view(self.E, self.n_gates, self.H, self.H)  # (E, G, H, H): Wg[:, x] = W_x
 
     @property
     def S(self) -> int:
         return self.state_factor * self.H
 
+    @property
+    def diag_offset(self) -> int:
+        """The first of the H state coordinates J's diagonal part acts on (GRU: h, 0; LSTM: c, H)."""
+        return (self.state_factor - 1) * self.H
+
     def _rec(self, h_prev):
         """W h for every step: h_prev (T, E, B, H) -> (T, E, B, G H)."""
-        return torch.einsum("tebh,egh->tebg", h_prev, self.W)
+        T, E, B, H = h_prev.shape
+        return per_network_mm(h_prev.reshape(T, E, B, H), self.W.mT).view(T, E, B, -1)
 
     def _inp(self, X):
         """U x for every step: X (E, B, T, I) -> (T, E, B, G H)."""
@@ -60,7 +80,8 @@ class _Kernel:
     def _grads_of(self, rec_bar, inp_bar, h_prev, X, need, b_h_bar=None):
         """Gradients of (W, U, b, b_h, X) from the adjoints of the recurrent (W h) and input (U x + b) parts of the
         pre-activations, (T, E, B, G H) each: W's is only the part through the pre-activations."""
-        W_bar = torch.einsum("tebg,tebh->egh", rec_bar, h_prev) if need[0] else None
+        T, E, B, GH = rec_bar.shape
+        W_bar = per_network_gram(rec_bar, h_prev) if need[0] else None
         U_bar = torch.einsum("tebg,ebti->egi", inp_bar, X) if need[1] else None
         b_bar = inp_bar.sum((0, 2)) if need[2] else None
         X_bar = torch.einsum("tebg,egi->ebti", inp_bar, self.U) if need[5] else None
@@ -68,13 +89,17 @@ class _Kernel:
 
     def state_of_rec(self, rec_bar):
         """The adjoint of the entering h from that of W h: (T, E, B, G H) -> (T, E, B, H)."""
-        return torch.einsum("tebg,egh->tebh", rec_bar, self.W)
+        return per_network_mm(rec_bar, self.W)
 
 
 class GRUKernel(_Kernel):
     """The GRU: coefficients (c_r, c_z, c_n, z); pre-activations (u, m) = (U x + b, W h + b_h)."""
 
     n_gates, state_factor, n_coefs = 3, 1, 4
+    # the tangent map ("gated_tangent") is stored whole from this many exponents on: with one matmul of W's three
+    # gate blocks per step, the factored map costs 3x the dense one's flops (measured, forward + backward, B = 4,
+    # T = 64: factored faster at H = 64, k = 8, as fast at k = 16-24, 1.3x slower at H = 80, k = 75)
+    dense_min_k = 16
 
     def pre(self, S_prev, X):
         """(u, m), (T, E, B, 3H) each, for entering states S_prev (T, E, B, H) and inputs X (E, B, T, I)."""
@@ -101,43 +126,21 @@ class GRUKernel(_Kernel):
         n = torch.tanh(un + r * mn)
         return n + z * (h - n)
 
-    def jacobians(self, coefs, t0: int, t1: int, J, D):
-        """Write JT of steps [t0, t1) into J (T, M, H, H) (D unused: the GRU's diagonal is inside JT)."""
-        cr, cz, cn, z = (c[t0:t1].unsqueeze(-2) for c in coefs)  # (C, E, B, 1, H)
-        E, B, H = self.E, self.B, self.H
-        out = J[t0:t1].view(t1 - t0, E, B, H, H)
-        WT = self.WT.unsqueeze(1)  # (E, 1, G, H, H)
-        torch.mul(WT[:, :, 0], cr, out=out)
-        out.addcmul_(WT[:, :, 1], cz)
-        out.addcmul_(WT[:, :, 2], cn)
-        out.diagonal(dim1=-2, dim2=-1).add_(z.squeeze(-2))
+    @staticmethod
+    def diag_coefs(coefs):
+        """d (T, E, B, H): J's diagonal part, z on h."""
+        return coefs[3]
 
     @staticmethod
-    def push(QT, JT, D, out=None):
-        """Y^T = Q^T JT: QT (M, k, H) -> (M, k, H)."""
-        return torch.bmm(QT, JT, out=out)
+    def row_coefs(coefs, t0: int, t1: int):
+        """K (C, E, B, 3, H): the row scalings of W_r, W_z, W_n in J for steps [t0, t1)."""
+        return torch.stack([c[t0:t1] for c in coefs[:3]], -2)
 
     @staticmethod
-    def tangent_back(YbT, JT, D, out=None):
-        """Q_bar^T = Y_bar^T JT^T: (M, k, H) -> (M, k, H)."""
-        return torch.bmm(YbT, JT.mT, out=out)
-
-    @staticmethod
-    def state_back(s_bar, JT, D, g, out):
-        """The state adjoint one step back: ``J^T s_bar + g``, s_bar and g (M, H, 1) -> out (M, H, 1)."""
-        torch.baddbmm(g, JT, s_bar, out=out)
-
-    def jacobian_adjoint(self, QT, YbT, JT, D, coefs, t0: int, t1: int, coef_bar, W_bar):
-        """From the rows of the bases QT and adjoints YbT (C, M, k, H) of steps [t0, t1): the coefficients' adjoints
-        into coef_bar (4, T, E, B, H) and the explicit W's into W_bar (E, 3H, H) (added)."""
-        C, M, k, H = YbT.shape
-        E, B = self.E, self.B
-        JT_bar = torch.bmm(QT.reshape(C * M, k, H).mT, YbT.reshape(C * M, k, H)).view(C, E, B, H, H)
-        rho = torch.einsum("cebji,exji->xcebi", JT_bar, self.WT)  # (3, C, E, B, H): sum_j J_bar[i, j] W_x[i, j]
-        coef_bar[:3, t0:t1] = rho
-        coef_bar[3, t0:t1] = JT_bar.diagonal(dim1=-2, dim2=-1)
-        K = torch.stack([c[t0:t1] for c in coefs[:3]], -2)  # (C, E, B, 3, H)
-        W_bar += torch.einsum("cebji,cebxi->exij", JT_bar, K).reshape(E, 3 * H, H)
+    def coef_bar_of(rho, d_bar, coefs, t0: int, t1: int):
+        """The coefficients' adjoints (c_r, c_z, c_n, z) of steps [t0, t1) from rho (C, E, B, 3, H),
+        ``rho_x[i] = sum_j J_bar[i, j] W_x[i, j]``, and the diagonal's adjoint d_bar (C, E, B, H)."""
+        return rho[..., 0, :], rho[..., 1, :], rho[..., 2, :], d_bar
 
     def param_grads(self, pre_bar, S_prev, X, need):
         """Gradients of (W via the pre-activations, U, b, b_h, X) from (u_bar, m_bar) (T, E, B, 3H) each."""
@@ -154,6 +157,10 @@ class LSTMKernel(_Kernel):
     """The LSTM: coefficients (a_i, a_f, a_g, a_o, beta, f); pre-activation a = W h + U x + b."""
 
     n_gates, state_factor, n_coefs = 4, 2, 6
+    # the factored map has the dense one's matmul flops (4 H^2 = S^2 per vector) without its S x S array per step
+    # (measured, forward + backward, B = 4, T = 64: factored 1.7x faster at H = 64, k = 8, 1.5x at k = 24, 1.1x at
+    # k = 48; as fast at H = 40, k = 40; 1.15x slower at k = 75)
+    dense_min_k = 40
 
     def pre(self, S_prev, X):
         """(a,), (T, E, B, 4H), for entering states S_prev (T, E, B, 2H) and inputs X (E, B, T, I)."""
@@ -180,74 +187,34 @@ class LSTMKernel(_Kernel):
         _, _, _, _, o, c_next, tc = LSTMKernel._gates(a, S_prev)
         return torch.cat([o * tc, c_next], dim=-1)
 
-    def jacobians(self, coefs, t0: int, t1: int, J, D):
-        """Write JhT of steps [t0, t1) into J (T, M, H, 2H) and the diagonal [beta f, f] into D (T, M, 2, H)."""
-        ai, af, ag, ao, beta, f = (c[t0:t1].unsqueeze(-2) for c in coefs)  # (C, E, B, 1, H)
-        E, B, H, C = self.E, self.B, self.H, t1 - t0
-        out = J[t0:t1].view(C, E, B, H, 2 * H)
-        JhhT, JchT = out[..., :H], out[..., H:]
-        WT = self.WT.unsqueeze(1)  # (E, 1, G, H, H)
-        torch.mul(WT[:, :, 0], ai, out=JchT)
-        JchT.addcmul_(WT[:, :, 1], af)
-        JchT.addcmul_(WT[:, :, 2], ag)
-        torch.mul(WT[:, :, 3], ao, out=JhhT)
-        JhhT.addcmul_(JchT, beta)
-        d = D[t0:t1].view(C, E, B, 2, H)
-        torch.mul(beta.squeeze(-2), f.squeeze(-2), out=d[..., 0, :])
-        d[..., 1, :] = f.squeeze(-2)
+    @staticmethod
+    def diag_coefs(coefs):
+        """d (T, E, B, 2H): J's diagonal part on c, [beta f (the h rows), f (the c rows)]."""
+        beta, f = coefs[4], coefs[5]
+        return torch.cat([beta * f, f], dim=-1)
 
-    def push(self, QT, JhT, D, out=None):
-        """Y^T = Q_h^T JhT + Q_c^T diag(D): QT (M, k, 2H) -> (M, k, 2H)."""
-        H = self.H
-        Y = torch.bmm(QT[..., :H], JhT, out=out)
-        Y.view(*Y.shape[:-1], 2, H).addcmul_(QT[..., H:].unsqueeze(-2), D.unsqueeze(-3))
-        return Y
+    @staticmethod
+    def row_coefs(coefs, t0: int, t1: int):
+        """K (C, E, B, 4, 2H): the row scalings of W_i, W_f, W_g, W_o in [J_hh; J_ch] for steps [t0, t1)."""
+        ai, af, ag, ao, beta, _ = (c[t0:t1] for c in coefs)
+        top = torch.stack([beta * ai, beta * af, beta * ag, ao], -2)  # J_hh = diag(a_o) W_o + diag(beta) J_ch
+        bot = torch.stack([ai, af, ag, torch.zeros_like(ao)], -2)
+        return torch.cat([top, bot], -1)
 
-    def tangent_back(self, YbT, JhT, D, out=None):
-        """Q_bar^T from Y_bar^T: [Y_bar^T JhT^T, Y_bar_h^T diag(beta f) + Y_bar_c^T diag(f)], (M, k, 2H)."""
-        H = self.H
-        if out is None:
-            out = torch.empty_like(YbT)
-        torch.bmm(YbT, JhT.mT, out=out[..., :H])
-        qc = out[..., H:]
-        torch.mul(YbT[..., :H], D[..., 0:1, :], out=qc)
-        qc.addcmul_(YbT[..., H:], D[..., 1:2, :])
-        return out
-
-    def state_back(self, s_bar, JhT, D, g, out):
-        """The state adjoint one step back: ``J^T s_bar + g``, s_bar and g (M, 2H, 1) -> out (M, 2H, 1)."""
-        H = self.H
-        torch.baddbmm(g[:, :H], JhT, s_bar, out=out[:, :H])
-        oc = out[:, H:]
-        torch.addcmul(g[:, H:], D[:, 0].unsqueeze(-1), s_bar[:, :H], out=oc)
-        oc.addcmul_(D[:, 1].unsqueeze(-1), s_bar[:, H:])
-
-    def jacobian_adjoint(self, QT, YbT, JT, D, coefs, t0: int, t1: int, coef_bar, W_bar):
-        """From the rows of the bases QT and adjoints YbT (C, M, k, 2H) of steps [t0, t1): the coefficients'
-        adjoints into coef_bar (6, T, E, B, H) and the explicit W's into W_bar (E, 4H, H) (added)."""
-        C, M, k, S = YbT.shape
-        E, B, H = self.E, self.B, self.H
-        JhT_bar = torch.bmm(QT[..., :H].reshape(C * M, k, H).mT, YbT.reshape(C * M, k, S))
-        JhT_bar = JhT_bar.view(C, E, B, H, 2, H)  # [..., 0, :]: J_hh's, [..., 1, :]: J_ch's
-        D_bar = torch.linalg.vecdot(YbT.view(C, M, k, 2, H), QT[..., H:].unsqueeze(-2), dim=2)  # (C, M, 2, H)
-        D_bar = D_bar.view(C, E, B, 2, H)
-        # rho[s, x] = sum_j J_bar_s[i, j] W_x[i, j] for the top (J_hh) and bottom (J_ch) blocks s and gates x
-        rho = torch.einsum("cebjsi,exji->sxcebi", JhT_bar, self.WT)  # (2, 4, C, E, B, H)
-        ai, af, ag, ao, beta, f = (c[t0:t1] for c in coefs)
-        top, bot = rho[0], rho[1]
-        # J_hh = diag(a_o) W_o + diag(beta) J_ch: J_ch's adjoint is bot + beta top
-        coef_bar[0, t0:t1] = torch.addcmul(bot[0], beta, top[0])
-        coef_bar[1, t0:t1] = torch.addcmul(bot[1], beta, top[1])
-        coef_bar[2, t0:t1] = torch.addcmul(bot[2], beta, top[2])
-        coef_bar[3, t0:t1] = top[3]
-        beta_bar = ai * top[0] + af * top[1] + ag * top[2]  # sum_j J_hh_bar[i, j] J_ch[i, j]
-        coef_bar[4, t0:t1] = beta_bar.addcmul_(D_bar[..., 0, :], f)
-        coef_bar[5, t0:t1] = torch.addcmul(D_bar[..., 1, :], D_bar[..., 0, :], beta)
-        # W_x's adjoint: sum over steps of diag(top coefficient) J_hh_bar + diag(bottom coefficient) J_ch_bar
-        zero = torch.zeros_like(ao)
-        K = torch.stack([torch.stack([beta * ai, beta * af, beta * ag, ao], -2),
-                         torch.stack([ai, af, ag, zero], -2)], -3)  # (C, E, B, 2, 4, H)
-        W_bar += torch.einsum("cebjsi,cebsxi->exij", JhT_bar, K).reshape(E, 4 * H, H)
+    @staticmethod
+    def coef_bar_of(rho, d_bar, coefs, t0: int, t1: int):
+        """The coefficients' adjoints (a_i, a_f, a_g, a_o, beta, f) of steps [t0, t1) from rho (C, E, B, 4, 2H),
+        ``rho_x[r] = sum_j [J_hh; J_ch]_bar[r, j] W_x[r mod H, j]``, and the diagonal's adjoint d_bar (C, E, B, 2H)."""
+        H = rho.shape[-1] // 2
+        ai, af, ag, _, beta, f = (c[t0:t1] for c in coefs)
+        top, bot = rho[..., :H], rho[..., H:]  # (C, E, B, 4, H): the J_hh and J_ch rows
+        d_top, d_bot = d_bar[..., :H], d_bar[..., H:]
+        # J_ch's adjoint is its own plus beta times J_hh's; beta's is sum_j J_hh_bar J_ch (= sum_x a_x top_x) plus
+        # that of the diagonal beta f
+        a_bar = torch.addcmul(bot[..., :3, :], beta.unsqueeze(-2), top[..., :3, :])
+        beta_bar = (torch.stack([ai, af, ag], -2) * top[..., :3, :]).sum(-2).addcmul_(d_top, f)
+        return a_bar[..., 0, :], a_bar[..., 1, :], a_bar[..., 2, :], top[..., 3, :], beta_bar, \
+            torch.addcmul(d_bot, d_top, beta)
 
     def param_grads(self, pre_bar, S_prev, X, need):
         """Gradients of (W via the pre-activation, U, b, None, X) from a_bar (T, E, B, 4H)."""

@@ -1,0 +1,222 @@
+"""The tangent maps of the fast gated engine, two ways: the Jacobians stored whole ("dense", many exponents) or as
+scalings of ``W Q`` ("factored", few exponents); and the adjoints of their coefficients over chunks of steps.
+
+Both cells' Jacobians have the form (``gated_cells``; rows r of the state, G gate blocks W_x (H x H) of W acting on
+the h part, the first H coordinates, and a diagonal part acting on H coordinates from ``off``):
+
+    (J q)[r] = sum_x K_x[r] (W_x q_h)[r mod H] + d[r] q[off + r mod H]        K (T, M, G, S), d (T, M, S)
+
+(GRU: S = H, K = (c_r, c_z, c_n), d = z, off = 0; LSTM: S = 2H, K = the J_hh and J_ch scalings, d = [beta f, f],
+off = H.) What the backward needs of a chunk of steps, with ``J_bar_t = Y_bar_t Q_t^T``:
+
+    rho_x[r] = sum_j J_bar[r, j] W_x[r mod H, j]  (C, E, B, G, S) -> the coefficients' adjoints, with
+    d_bar[r] = sum_k Y_bar[r, k] Q[off + r mod H, k]                (the diagonal's), and
+    W_x_bar += sum over steps and row blocks of diag(K_x) J_bar     (the explicit W's gradient).
+
+"dense": J (T, M, S, S) built from K and d in chunks of steps (a few elementwise operations each), then every
+per-step operation is one matmul (2 k S^2 flops); the adjoint forms J_bar per step by one batched matmul per chunk and
+contracts it elementwise with W and K. Reading J costs S^2 numbers per step and trajectory, so with few vectors
+(k = 8: measured 2.3-2.6x slower than with J in cache) it is memory-bound.
+
+"factored": per step ``P^T = Q_h^T W^T`` (one matmul with the shared W, 2 k G H^2 flops, stored for the adjoint),
+then ``Y = sum_x K_x P_x + d q_off`` (a few elementwise operations on (M, k, G, H) arrays); backward
+``P_bar = sum_blocks K Y_bar``, ``Q_bar_h = P_bar W`` plus the diagonal's part; the adjoint takes
+``rho_x = sum_k Y_bar P_x`` and ``W_bar += P_bar Q_h^T`` (one matmul per chunk). Nothing S x S per step.
+"""
+from __future__ import annotations
+
+import torch
+
+from .gated_cells import per_network_gram
+from .runtime import take_buffer
+
+__all__ = ["tangent_map", "DenseTangent", "FactoredTangent"]
+_CHUNK_BYTES = 2 ** 22  # per chunk of steps, the arrays of all its trajectories: ~4 MiB
+
+
+def tangent_map(kernel, coefs, T: int, k: int, QTs: torch.Tensor):
+    """The tangent map of one sub-batch: "dense" from ``kernel.dense_min_k`` exponents on, else "factored"."""
+    cls = DenseTangent if k >= kernel.dense_min_k else FactoredTangent
+    return cls(kernel, coefs, T, k, QTs)
+
+
+class _Tangent:
+    """Shared set-up: the coefficients K (T, M, G, S) and d (T, M, S) of every step, the per-step views."""
+
+    def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
+        self.kernel, self.k, self.T = kernel, k, T
+        E, B, H, G, S = kernel.E, kernel.B, kernel.H, kernel.n_gates, kernel.S
+        self.E, self.B, self.H, self.G, self.S, self.M = E, B, H, G, S, E * B
+        self.blocks, self.off = S // H, kernel.diag_offset
+        self.kw = dict(dtype=QTs.dtype, device=QTs.device)
+        self.K = kernel.row_coefs(coefs, 0, T).reshape(T, self.M, G, S)  # (T, M, G, S)
+        self.d = kernel.diag_coefs(coefs).reshape(T, self.M, S)  # (T, M, S)
+        self.elem = QTs.element_size()
+
+    def chunk_steps(self, per_step_bytes: int) -> int:
+        """Steps per chunk: as many as fit ``_CHUNK_BYTES`` (at least 1, at most T)."""
+        return max(1, min(self.T, _CHUNK_BYTES // max(1, per_step_bytes)))
+
+    def diag_adjoint(self, QT, YbT):
+        """d_bar (C, E, B, S) from the chunk's rows QT and YbT (C, M, k, S)."""
+        C, M, k, S = YbT.shape
+        off, H = self.off, self.H
+        d_bar = torch.linalg.vecdot(YbT.view(C, M, k, self.blocks, H), QT[..., off:off + H].unsqueeze(-2), dim=2)
+        return d_bar.reshape(C, self.E, self.B, S)
+
+
+class DenseTangent(_Tangent):
+    """J (T, M, S, S) of every step, stored; one matmul per step (see the module docstring)."""
+
+    def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
+        super().__init__(kernel, coefs, T, k, QTs)
+        M, S, H, G = self.M, self.S, self.H, self.G
+        self.J = take_buffer((T, M, S, S), QTs.dtype, QTs.device)
+        Wt = kernel.Wg.repeat(1, 1, self.blocks, 1).view(self.E, 1, G, S, H)  # W_x tiled over the row blocks
+        Wt = Wt.expand(self.E, self.B, G, S, H).reshape(M, G, S, H) if self.B > 1 else Wt.view(M, G, S, H)
+        chunk = self.chunk_steps(M * S * S * self.elem)
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            out, K = self.J[t0:t1], self.K[t0:t1].unsqueeze(-1)  # (C, M, S, S), (C, M, G, S, 1)
+            Jh = out[..., :H]
+            torch.mul(Wt[:, 0], K[:, :, 0], out=Jh)
+            for x in range(1, G):
+                Jh.addcmul_(Wt[:, x], K[:, :, x])
+            if S > H:
+                out[..., H:].zero_()
+            for s in range(self.blocks):
+                out[..., s * H:(s + 1) * H, self.off:self.off + H].diagonal(dim1=-2, dim2=-1).add_(
+                    self.d[t0:t1, :, s * H:(s + 1) * H])
+        self.Jv, self.JTv = self.J.unbind(0), self.J.mT.unbind(0)
+        self.QTv = QTs.unbind(0)
+
+    def buffers(self) -> list:
+        return [self.J]
+
+    def slot_views(self, buf) -> list:
+        """Per slot of a buffer (C, M, n, S) of rows: what ``back`` and ``state_back`` take (the slot itself)."""
+        return list(buf.unbind(0))
+
+    def push(self, t: int, out=None):
+        """``Y^T = Q^T J_t^T`` for the rows QTs[t] (M, k, S) -> (M, k, S), into QTs[t + 1] if ``out`` is given (it is
+        QTs[t + 1])."""
+        return torch.bmm(self.QTv[t], self.JTv[t], out=None if out is None else self.QTv[t + 1])
+
+    def back(self, t: int, src, dst=None, slot: int = 0):
+        """``Q_bar^T = Y_bar^T J_t``: slot views of (M, k, S) rows -> dst (a new tensor if None)."""
+        return torch.bmm(src, self.Jv[t], out=dst)
+
+    def state_back(self, t: int, src, g, dst):
+        """``s_bar^T J_t + g^T`` on rows: slot views of (M, 1, S) -> dst."""
+        torch.baddbmm(g, src, self.Jv[t], out=dst)
+
+    def backward_chunk(self) -> int:
+        return self.chunk_steps(self.M * self.S * max(self.H, self.k) * self.elem)
+
+    def adjoint(self, QT, YbT, t0: int, t1: int, W_bar):
+        """rho (C, E, B, G, S) and d_bar (C, E, B, S) of steps [t0, t1) from the rows QT and YbT (C, M, k, S);
+        adds the explicit W's gradient to W_bar (E, G H, H)."""
+        C, M, k, S = YbT.shape
+        E, B, H, G, blocks = self.E, self.B, self.H, self.G, self.blocks
+        JT_bar = torch.bmm(QT[..., :H].reshape(C * M, k, H).mT, YbT.reshape(C * M, k, S))
+        JT_bar = JT_bar.view(C, E, B, H, blocks, H)  # [j, s, i]: the adjoint of J[s H + i, j]
+        K = self.K[t0:t1].view(C, E, B, G, blocks, H)
+        rho = torch.empty(C, E, B, G, blocks, H, **self.kw)
+        tmp = torch.empty_like(JT_bar)
+        WT = self.kernel.Wg.mT.unsqueeze(1).unsqueeze(-2)  # (E, 1, G, H_j, 1, H_i)
+        WbT = torch.empty(E, H, blocks, H, **self.kw)
+        for x in range(G):
+            torch.sum(torch.mul(JT_bar, WT[:, :, x], out=tmp), -3, out=rho[..., x, :, :])
+            torch.sum(torch.mul(JT_bar, K[..., x, :, :].unsqueeze(-3), out=tmp), (0, 2), out=WbT)
+            W_bar[:, x * H:(x + 1) * H] += WbT.sum(2).mT
+        return rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT)
+
+
+class FactoredTangent(_Tangent):
+    """``P^T = Q_h^T W^T`` of every step, stored; a matmul and two weighted sums per step (see the module
+    docstring). Every per-step and per-slot view is made once: at these sizes a view costs about what an operation
+    does."""
+
+    def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
+        super().__init__(kernel, coefs, T, k, QTs)
+        E, B, M, G, H, blocks, off = self.E, self.B, self.M, self.G, self.H, self.blocks, self.off
+        self.PTs = take_buffer((T, M, k, G * H), QTs.dtype, QTs.device)  # (W Q_h)^T of every step
+        self.P3 = self.PTs.view(T, E, B * k, G * H).unbind(0)  # the matmul's output
+        self.P5 = self.PTs.view(T, M, k, G, 1, H).unbind(0)  # for the weighted sum over the gates
+        self.Kv = self.K.view(T, M, 1, G, blocks, H).unbind(0)  # per step (M, 1, G, blocks, H)
+        self.dv = self.d.view(T, M, 1, blocks, H).unbind(0)  # per step (M, 1, blocks, H)
+        self.Qh3 = QTs[..., :H].reshape(T + 1, E, B * k, H).unbind(0)  # rows of Q_h, per network
+        self.Qoff = QTs[..., off:off + H].unsqueeze(3).unbind(0)  # (M, k, 1, H): what d scales
+        self.Y4 = QTs.view(T + 1, M, k, blocks, H).unbind(0)
+        self.WT, self.W = kernel.W.mT, kernel.W  # (E, H, G H), (E, G H, H)
+        self.Pb = None  # (chunk, M, k, G H): P_bar of a chunk's steps, set by the backward
+        self.Pb_views = None
+
+    def buffers(self) -> list:
+        return [self.PTs]
+
+    def push(self, t: int, out=None):
+        """``Y = sum_x K_x P_x + d q_off`` for the rows QTs[t] -> (M, k, S), into QTs[t + 1] if ``out`` is given (it
+        is QTs[t + 1])."""
+        torch.bmm(self.Qh3[t], self.WT, out=self.P3[t])
+        Y = torch.linalg.vecdot(self.P5[t], self.Kv[t], dim=2, out=None if out is None else self.Y4[t + 1])
+        Y.addcmul_(self.Qoff[t], self.dv[t])  # (M, k, blocks, H)
+        return Y.view(self.M, self.k, self.S)
+
+    def slot_views(self, buf) -> list:
+        """Per slot of a buffer (C, M, n, S) of rows: (rows, as (M, n, 1, blocks, H), as (M, n, blocks, H), the
+        W part's and the diagonal's outputs)."""
+        C, M, n, S = buf.shape
+        E, B, H, blocks, off = self.E, self.B, self.H, self.blocks, self.off
+        return list(zip(buf.unbind(0), buf.view(C, M, n, 1, blocks, H).unbind(0),
+                        buf.view(C, M, n, blocks, H).unbind(0), buf.view(C, E, B * n, S)[..., :H].unbind(0),
+                        buf[..., off:off + H].unbind(0)))
+
+    def back(self, t: int, src, dst=None, slot: int = 0):
+        """``Q_bar^T = Y_bar^T J_t`` from slot views of the rows (``slot_views``) into dst's (a new tensor if None);
+        P_bar goes to the chunk slot ``slot``."""
+        if dst is None:
+            dst = self.slot_views(torch.empty_like(src[0]).unsqueeze(0))[0]
+        Pb3, Pb4 = self.Pb_views[slot]
+        self._back(t, src, dst, Pb3, Pb4)
+        return dst[0]
+
+    def _back(self, t: int, src, dst, Pb3, Pb4, g=None):
+        """``J_t^T`` applied to rows (+ g): P_bar = sum over row blocks of K Y_bar, h part ``P_bar W`` (+ g's),
+        diagonal part ``sum_blocks d Y_bar`` on the coordinates from ``off``."""
+        _, Y5, Y4, _, _ = src
+        _, _, _, oh, od = dst
+        torch.linalg.vecdot(Y5, self.Kv[t], dim=3, out=Pb4)  # (M, n, G, H)
+        if g is None:
+            torch.bmm(Pb3, self.W, out=oh)
+        else:
+            torch.baddbmm(g[3], Pb3, self.W, out=oh)
+        if self.off == 0:  # the diagonal acts on h itself: add to the W part
+            od.addcmul_(Y4[:, :, 0], self.dv[t][:, :, 0])
+        else:
+            torch.linalg.vecdot(Y4, self.dv[t], dim=2, out=od)
+            if g is not None:
+                od.add_(g[4])
+
+    def state_back(self, t: int, src, g, dst):
+        """``s_bar^T J_t + g^T`` on rows: slot views (``slot_views``) of (M, 1, S) -> dst."""
+        self._back(t, src, dst, self.Ps3, self.Ps4, g)
+
+    def backward_chunk(self) -> int:
+        C = self.chunk_steps(self.M * self.k * (self.S + 2 * self.G * self.H) * self.elem)
+        M, k, G, H, E, B = self.M, self.k, self.G, self.H, self.E, self.B
+        self.Pb = torch.empty(C, M, k, G * H, **self.kw)
+        self.Pb_views = list(zip(self.Pb.view(C, E, B * k, G * H).unbind(0), self.Pb.view(C, M, k, G, H).unbind(0)))
+        Ps = torch.empty(M, 1, G * H, **self.kw)  # the state row's P_bar
+        self.Ps3, self.Ps4 = Ps.view(E, B, G * H), Ps.view(M, 1, G, H)
+        return C
+
+    def adjoint(self, QT, YbT, t0: int, t1: int, W_bar):
+        """rho (C, E, B, G, S) and d_bar (C, E, B, S) of steps [t0, t1) from the rows QT and YbT (C, M, k, S) and
+        the chunk's P_bar (``back``); adds the explicit W's gradient to W_bar (E, G H, H)."""
+        C, M, k, S = YbT.shape
+        E, B, H, G, blocks = self.E, self.B, self.H, self.G, self.blocks
+        PT = self.PTs[t0:t1].view(C, M, k, G, 1, H)
+        rho = torch.linalg.vecdot(PT, YbT.view(C, M, k, 1, blocks, H), dim=2)  # (C, M, G, blocks, H)
+        W_bar += per_network_gram(self.Pb[:C].view(C, E, B * k, G * H), QT[..., :H].reshape(C, E, B * k, H))
+        return rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT)
