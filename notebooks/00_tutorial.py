@@ -22,9 +22,9 @@
 # flossing and the top of the spectrum flattens; (3) the gradient norm stops growing exponentially with the lag;
 # (4) on a delayed-copy task the preflossed networks reach high accuracy at least as fast as the plain ones.
 #
-# **Runtime.** 69 s on 2 CPU cores at the defaults below (`./run_all.sh`, one run, quiet, 2026-12-02; 132 s on
-# 2026-12-01 on another 2-core CPU; the flossing step dominates and its result is cached, so a rerun only
-# re-plots). `./run_all.sh --quick 00` runs a shrunken version.
+# **Runtime.** 69 s on 2 CPU cores at the defaults below (`./run_all.sh` on a 2-core Intel Xeon, 2026-12-02). The
+# flossing step dominates and its result is cached, so a rerun only re-plots. `./run_all.sh --quick 00` runs a
+# shrunken version.
 #
 # Everything computed here is a call into the `floss_core` package; the notebook only chooses parameters and plots.
 
@@ -74,7 +74,7 @@ train_steps = 300  # training steps, each on a fresh batch of 16 sequences
 # `lyapunov_spectrum` pushes an orthonormal basis of k tangent vectors through the step Jacobians and
 # re-orthonormalizes it with a QR decomposition every step; the average log-stretching on the diagonal of R gives
 # $\lambda_1 \ge \dots \ge \lambda_k$ in nats per step, one spectrum per network, shape (E, k). With `inputs=None`
-# it measures the autonomous (zero-input) dynamics, which is also what we floss below. All randomness comes from
+# it measures the autonomous (zero-input) dynamics, which is also what is flossed below. All randomness comes from
 # explicit `torch.Generator`s: same seed, same numbers.
 
 # %%
@@ -159,7 +159,7 @@ plotting.save(fig, "tutorial_flossing");
 # `gradient_norm_profile(model, inputs)` back-propagates a loss read out at the last step and returns
 # $\lVert \partial \mathcal L / \partial h_{t-\tau} \rVert$ for every lag $\tau$, shape (E, T). In a chaotic network
 # it grows like $e^{\lambda_1 \tau}$ (exploding gradients); after flossing it should stay within a few orders of
-# magnitude. The norms span many decades, so we measure them on float64 copies of the networks.
+# magnitude. The norms span many decades, so they are measured on float64 copies of the networks.
 
 # %%
 def profile(model):
@@ -250,8 +250,10 @@ plotting.record({
 # %% [markdown]
 # ## What we found
 #
-# At the defaults above (the committed run, `figures/00_tutorial_numbers.json`, 8 networks, medians): the chaotic
-# networks start with $\lambda_1 = 0.117$ per step and end at $0.014$ after 400 flossing steps; the log gradient norm
-# grows by 0.144 per step of lag before flossing and by 0.023 after; on delayed copy with d = 10 the final accuracy
-# is 0.919 plain and 0.998 preflossed (132 s on 2 cores). Quick mode runs far too few steps for these numbers to mean
+# At the defaults above (8 networks, medians; `figures/00_tutorial_numbers.json`): the chaotic networks start with
+# $\lambda_1 \approx 0.12$ per step and end at $\approx 0.01$ after 400 flossing steps; the log gradient norm grows by
+# about 0.14 per step of lag before flossing and by about 0.02 after; on delayed copy with d = 10 the final accuracy
+# is about 0.92 plain and 1.00 preflossed. The networks are chaotic and run in float32, so the third digit of these
+# numbers depends on the CPU (the median $\lambda_1$ before flossing is 0.1170 on one 2-core CPU and 0.1183 on
+# another); the numbers are given at the precision that holds. Quick mode runs far too few steps for them to mean
 # anything.

@@ -26,13 +26,12 @@
 # **Gradient modes (measured, see "What we found").** Every start is flossed with the author's full gradient through
 # the state trajectory and task inputs. The state-detached gradient converges worse from every gain with task
 # inputs. From the chaotic start (g = 2) the full gradient over a window of T steps is dominated by the trajectory's
-# sensitivity, which grows like exp(lambda_1 T) (PAPER.md, "A numerical trap"): there lambda_1 moves slowly at the
+# sensitivity, which grows like exp(lambda_1 T) (`docs/gradient_modes.md`): there lambda_1 moves slowly at the
 # author's lr, and k = 16 does not converge with either mode (only the detached gradient on zero input, with 4
 # trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
 # **Runtime.** 107 s at the defaults on 2 CPU cores with `./run_all.sh` (the runner's default local Dask cluster,
-# two single-threaded workers; quiet, 2026-12-02; 122 s in an earlier run); in one process on 2 threads it took
-# 1154 s with the test suite beside it for its first ~12 minutes. Figure 2 reuses the cached sweep (seconds).
+# two single-threaded workers; a 2-core Intel Xeon, 2026-12-02). Figure 2 reuses the cached sweep (seconds).
 # Cached, so re-plotting is instant.
 
 # %%
@@ -165,31 +164,30 @@ plotting.record(numbers);
 # %% [markdown]
 # ## What we found
 #
-# **Figure 1, reproduced from stable starts, partly from the chaotic one** (the committed run at the defaults above:
+# **Figure 1, reproduced from stable starts, partly from the chaotic one** (the paper-scale run at the defaults above:
 # 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3; numbers in
-# `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals; 122 s with `./run_all.sh 01`, the local Dask
-# cluster). Flossing lambda_1 (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.88 before): median after
-# -0.013 / -0.503 / -0.992 for the targets 0 / -0.5 / -1, within 0.05 in 10/10 (0.72-1), 10/10 (0.72-1), 6/10
-# (0.31-0.83) networks; from g = 1 (-0.33 before): -0.030 / -0.491 / -0.996, 9/10 (0.60-0.98), 10/10, 10/10. From the
-# chaotic g = 2 (+0.062 before) it reaches 0 (median 0.031, 8/10 within 0.05, 0.49-0.94), -0.5 in 3/10 (0.11-0.60;
-# median -0.19) and -1 in none (median -0.12) within 300 steps (panel (a) right: the quartile band opens downwards
-# only after ~150 steps). The paper's claim is reached from both sides for the target 0; towards negative targets from
-# a chaotic start, the full gradient at the author's lr is too slow here (probes below: lr 1e-2 reaches -0.5 in 3 of
-# 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 8/10 networks from g = 0.5 (median max
-# deviation 0.024), 4/10 from g = 1 (0.066) and 0/10 from g = 2 (0.21); k = 32 in 4/10, 0/10, 0/10 (0.051, 0.060,
-# 0.67); the first unflossed exponent stays negative (lambda_17 median -0.12 at g = 0.5, -0.28 at g = 1). The gradient
-# norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1 / 2) and by 2.1 / 3.1 / 5.7
-# after flossing lambda_1 to 0 (panel (d)). An earlier run at the same settings in one process on 2 threads (committed
-# before this one; 1154 s with the test suite beside it) gave counts that differ by up to 3 of 10 (g = 0.5 to 0: 8
-# against 10; g = 2 to -0.5: 0 against 3; g = 1, k = 16: 5 against 4): a network's float bits depend on the threads
-# per shard, and border networks tip over 300 Adam steps, so single counts here carry about that spread.
+# `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals). Flossing lambda_1 (k = 1) brings it to the target from
+# g = 0.5 (lambda_1 = -0.88 before): median after -0.013 / -0.503 / -0.992 for the targets 0 / -0.5 / -1, within 0.05 in
+# 10/10 (0.72-1), 10/10 (0.72-1), 6/10 (0.31-0.83) networks; from g = 1 (-0.33 before): -0.030 / -0.491 / -0.996, 9/10
+# (0.60-0.98), 10/10, 10/10. From the chaotic g = 2 (+0.062 before) it reaches 0 (median 0.031, 8/10 within 0.05,
+# 0.49-0.94), -0.5 in 3/10 (0.11-0.60; median -0.19) and -1 in none (median -0.12) within 300 steps (panel (a) right:
+# the quartile band opens downwards only after ~150 steps). The paper's claim is reached from both sides for the target
+# 0; towards negative targets from a chaotic start, the full gradient at the author's lr is too slow here (below: lr
+# 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 8/10 networks from g =
+# 0.5 (median max deviation 0.024), 4/10 from g = 1 (0.066) and 0/10 from g = 2 (0.21); k = 32 in 4/10, 0/10, 0/10
+# (0.051, 0.060, 0.67); the first unflossed exponent stays negative (lambda_17 median -0.12 at g = 0.5, -0.28 at g = 1).
+# The gradient norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1 / 2) and by 2.1 /
+# 3.1 / 5.7 after flossing lambda_1 to 0 (panel (d)). The same settings in one process on 2 threads give counts that
+# differ by up to 3 of 10 (g = 0.5 to 0: 8 against 10; g = 2 to -0.5: 0 against 3; g = 1, k = 16: 5 against 4): a
+# network's float bits depend on the threads per shard, and border networks tip over 300 Adam steps, so single counts
+# here carry about that spread.
 #
 # **Why k = 16 from g = 1 reaches the tolerance in only 4-5 of 10 networks: gradient noise, not too few steps.**
-# Probes after the run (2026-12-02; the same 10 g = 1 networks flossed to 0 with k = 16 in sweeps of their own, so
-# other shards than the run: roundoff-level differences that 300 Adam steps amplify; max_i<=16 |lambda_i| on
-# 2000-step trajectories driven like the flossing; "estimates": the flossing's own exponents, mean of its last 50
-# steps). The author's settings (300 steps, lr 1e-3, one 55-step task-input trajectory per step): 4/10 within 0.05,
-# median 0.074 (the run: 4/10, 0.066). 1000 steps at lr 1e-3: 2/10, median 0.096, estimates 0.092: more steps move
+# The same 10 g = 1 networks flossed to 0 with k = 16 in sweeps of their own (other shards than the figure's:
+# roundoff-level differences that 300 Adam steps amplify; max_i<=16 |lambda_i| on 2000-step trajectories driven like
+# the flossing; "estimates": the flossing's own exponents, mean of its last 50 steps). The author's settings (300
+# steps, lr 1e-3, one 55-step task-input trajectory per step): 4/10 within 0.05, median 0.074 (the figure: 4/10,
+# 0.066). 1000 steps at lr 1e-3: 2/10, median 0.096, estimates 0.092: more steps move
 # the exponents away again, Adam's fixed-size steps on a noisy gradient. Less gradient noise helps: 1000 steps at
 # lr 3e-4: 6/10, median 0.036; 4 trajectories per step (`floss = {"batch": 4}`), 300 steps: 7/10, 0.035; both, 1000
 # steps: 7/10, 0.029 (three networks stay at 0.064-0.068); zero input (`floss = {"input": "zero"}`, the spectrum then
@@ -197,25 +195,23 @@ plotting.record(numbers);
 # ~0.03 once the flossing gradient is averaged (more trajectories, a smaller lr) or noise-free (zero input), and not
 # in every network within 0.05 under any setting probed; the figure keeps the author's settings.
 #
-# **Gradient modes (measured before the run, 4-6 networks per case, task inputs, lr 1e-3, 55-step windows).**
-# Throwaway probes before the run (N = 80, task inputs, the author's windows of 1 x 55 steps, 16 transient, unless
-# said; seed 0; 4-6 networks per case). k = 1, lr 1e-3, 150 steps, |mean of the last 10 flossing estimates - target|
-# per network: from g = 0.5 within 0.052 / 0.028 / 0.024 of the targets 0 / -0.5 / -1 (reached within ~40 steps),
-# from g = 1 within 0.064 / 0.014 / 0.037; from g = 2 (lambda_1 ~ +0.07 with task inputs) the full gradient brings
-# the median to 0.001 for target 0 (max 0.076) but leaves -0.5 and -1 unreached (lambda_1 still ~ 0.04; with 4
-# trajectories per step 1 of 4 reaches -0.5; after 300 steps, 4 networks, 1 of 4 within 0.05 of -0.5 and 0 of 4
-# of -1, the others between +0.05 and -0.35), the state-detached one moves less (median 0.047 for target 0; -0.5
-# unreached, also with 4 x 100-step trajectories). At lr 1e-2 from g = 2 the full gradient reaches -0.5 in 3 of 4
-# networks within 100 steps (detached: 1 of 4) and, decaying to 1e-3 over 200 steps, -1 in 3 of 4 (within 0.074; one
-# stays at +0.03); detached at lr 1e-2 reaches -1 in none. k = 16 to 0, 300 steps, max_i<=16 |lambda_i| on long
-# trajectories after flossing (4 networks per gain; g = 0.5 / g = 1): full, lr 1e-3 (the author's) 0.022-0.043 /
-# 0.033-0.072; state-detached 0.24-0.59 / 0.15-0.21; full, zero input 0.006-0.027 / 0.016-0.047; full, 100-step
-# windows (30 transient) 0.014-0.035 / 0.034-0.084; full, lr 1e-2 decaying to 1e-3 0.057-0.09 / 0.079-0.25 (and
-# 0.43-0.73 from g = 2). From g = 2, k = 16 converged with neither mode with task inputs (detached, lr 1e-3: 0.17-0.22
-# in the flossing estimates); the earlier figure's detached gradient on zero input with 4 x 100-step trajectories
-# brought it within 0.009 (README, "Gradient modes"). So: k = 16 from stable starts converges with the full gradient
-# at the author's lr and window, with task or zero input (zero input closer), and not with the detached gradient; a
-# higher lr speeds lambda_1 up from g = 2 but spoils k = 16. The figure therefore uses the full gradient at lr 1e-3
-# everywhere.
+# **Gradient modes and learning rates (4-6 networks per case).** N = 80, task inputs, the author's windows of 1 x 55
+# steps, 16 transient, unless said; seed 0. k = 1, lr 1e-3, 150 steps, |mean of the last 10 flossing estimates - target|
+# per network: from g = 0.5 within 0.052 / 0.028 / 0.024 of the targets 0 / -0.5 / -1 (reached within ~40 steps), from g
+# = 1 within 0.064 / 0.014 / 0.037; from g = 2 (lambda_1 ~ +0.07 with task inputs) the full gradient brings the median
+# to 0.001 for target 0 (max 0.076) but leaves -0.5 and -1 unreached (lambda_1 still ~ 0.04; with 4 trajectories per
+# step 1 of 4 reaches -0.5; after 300 steps, 4 networks, 1 of 4 within 0.05 of -0.5 and 0 of 4 of -1, the others between
+# +0.05 and -0.35), the state-detached one moves less (median 0.047 for target 0; -0.5 unreached, also with 4 x 100-step
+# trajectories). At lr 1e-2 from g = 2 the full gradient reaches -0.5 in 3 of 4 networks within 100 steps (detached: 1
+# of 4) and, decaying to 1e-3 over 200 steps, -1 in 3 of 4 (within 0.074; one stays at +0.03); detached at lr 1e-2
+# reaches -1 in none. k = 16 to 0, 300 steps, max_i<=16 |lambda_i| on long trajectories after flossing (4 networks per
+# gain; g = 0.5 / g = 1): full, lr 1e-3 (the author's) 0.022-0.043 / 0.033-0.072; state-detached 0.24-0.59 / 0.15-0.21;
+# full, zero input 0.006-0.027 / 0.016-0.047; full, 100-step windows (30 transient) 0.014-0.035 / 0.034-0.084; full, lr
+# 1e-2 decaying to 1e-3 0.057-0.09 / 0.079-0.25 (and 0.43-0.73 from g = 2). From g = 2, k = 16 converged with neither
+# mode with task inputs (detached, lr 1e-3: 0.17-0.22 in the flossing estimates); the detached gradient on zero input
+# with 4 x 100-step trajectories brings it within 0.009 (`docs/gradient_modes.md`). So: k = 16 from stable starts
+# converges with the full gradient at the author's lr and window, with task or zero input (zero input closer), and not
+# with the detached gradient; a higher lr speeds lambda_1 up from g = 2 but spoils k = 16. The figure therefore uses the
+# full gradient at lr 1e-3 everywhere.
 #
-# (The same verdict as the README's "What our figures show".)
+# (The same verdict as in `docs/results.md` and the README's table.)

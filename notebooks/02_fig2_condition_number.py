@@ -23,7 +23,7 @@
 # The networks shown start at g = 1 (lambda_1 ~ -0.33 with task inputs) and are flossed to 0 with the author's full
 # gradient: from g = 2 neither gradient mode brings k = 16 exponents to 0 with task inputs (figure 1's notebook).
 #
-# **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (4.5 s) if figure 1
+# **Runtime.** Shares the computation of figure 1 (same parameters, same cache entry): seconds (4 s) if figure 1
 # ran. The singular values are computed in log space (graded QR products and a one-sided Jacobi SVD), never by
 # multiplying Jacobians.
 
@@ -122,11 +122,11 @@ plotting.record(numbers);
 # %% [markdown]
 # ## What we found
 #
-# **Figure 2, reproduced** (the committed run at the defaults: 10 networks at g = 1, full-gradient flossing with task
+# **Figure 2, reproduced** (the paper-scale run at the defaults: 10 networks at g = 1, full-gradient flossing with task
 # inputs, medians; `figures/02_fig2_condition_number_numbers.json`). log kappa_16 of the long-term Jacobian after
 # t = 300 steps is 50.8 before flossing, against (lambda_1 - lambda_16) t = 52.4 predicted from the exponents (3%
 # off), and 16.5 after flossing 16 exponents to 0 (4/10 networks with all 16 within 0.05, Wilson 0.17-0.69); for
 # k = 32, 122.6 before (118.3 predicted) and 20.9 after (0/10 with all 32 within 0.05, 0-0.28: the condition number
 # falls by 44 orders of magnitude although the exponents do not all reach 0 in 300 steps).
 #
-# (The same verdict as the README's "What our figures show".)
+# (The same verdict as in `docs/results.md` and the README's table.)

