@@ -86,7 +86,7 @@ def _fill_inputs(Hs, X, t0, t1):
 
 
 def _buffer_shapes(cls, E, L, B, H, I):
-    """Shapes of the buffers over L steps: Hs (E, L + 1, B, K), P (E, L, B, .) and (LSTM) M (E, L + 1, B, .)."""
+    """Shapes of the buffers over L steps: Hs (E, L + 1, B, K), P (E, L, B, .) and (LSTM) QF (E, L + 1, B, .)."""
     wp, wm = cls.widths(H)
     return [(E, L + 1, B, H + I + 1), (E, L, B, wp)] + ([(E, L + 1, B, wm)] if wm else [])
 

@@ -47,11 +47,11 @@ class LSTMSteps:
 
         c2_t = f c2_{t-1} + i (4 q_g - 2),   k_t = tanh(c_t) = 2 sigmoid(c2_t) - 1,   h_t = o k_t.
 
-    The forward keeps the gates in P (E, L, B, 4H) and, in M (E, L + 1, B, 4H), row t = [2g, c2_{t-1}, 4i, k] (so
-    that the cell state passes from row to row; 4i only with gradients). The backward forms the local derivatives
-    R = q (1 - q) M_t and from them the adjoint of a'_t: with dc2 the adjoint of c2,
+    With gradients the forward turns each step's gates, while in cache, into the local derivatives
+    R = q (1 - q) [2g, c2_{t-1}, 4i, k] (stored in P (E, L, B, 4H)) and stores [o (1 - k^2), f] in QF (E, L + 1, B,
+    2H; the last row unused); without, P keeps the gates. The backward, with dc2 the adjoint of c2,
 
-        dh_t = a'_{t+1} W' + G_t V,   dc2_t = dc2_{t+1} f_{t+1} + dh_t (o - h_t k_t) / 2,
+        dh_t = a'_{t+1} W' + G_t V,   dc2_t = dc2_{t+1} f_{t+1} + dh_t o (1 - k^2) / 2,
         a'_t = [dc2_t R_i, dc2_t R_f, dc2_t R_g, dh_t R_o].
     """
 
@@ -70,8 +70,8 @@ class LSTMSteps:
 
     @staticmethod
     def widths(H):
-        """Widths of the per-step buffers at H units: the gates P, and M (the cell state, then the adjoints)."""
-        return 4 * H, 4 * H
+        """Widths of the per-step buffers at H units: P (the local derivatives) and QF (rows of L + 1)."""
+        return 4 * H, 2 * H
 
     def pack_state(self, h0):
         """(E, B, 2H) [h, c] -> (h, c2)."""
@@ -91,36 +91,39 @@ class LSTMSteps:
         """(V_bar, c_bar) from sum G^T h (E, O, H) and sum G (E, O)."""
         return gV, gc
 
-    def _slots(self, M):
-        """The four H-wide slots of every row of M (E, R, B, 4H): four lists of R views (E, B, H)."""
-        E, R, B, _ = M.shape
-        return [s.unbind(1) for s in M.view(E, R, B, 4, self.H).unbind(3)]
-
-    def forward(self, state, Hs, P, M, grad: bool = True):
-        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]: fills Hs's h part, P (the gates) and M (rows
-        [2g, c2_{t-1}, 4i, k], 4i only with ``grad``). Returns the state after the last step."""
+    def forward(self, state, Hs, P, QF, grad: bool = True):
+        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]: fills Hs's h part and P (with ``grad`` the local
+        derivatives, and QF; else the gates). Returns the state after the last step."""
         h, c2 = state
         E, L1, B, K = Hs.shape
         H, L = self.H, L1 - 1
         Hs[:, 0, :, :H] = h
-        M[:, 0, :, H:2 * H] = c2
-        m0, m1, m2, m3 = self._slots(M)
+        M = Hs.new_empty(2, E, B, 4, H)  # [2g, c2_{t-1}, 4i, k] of the step, and the next step's c2_{t-1}
+        M[0, :, :, 1] = c2
+        Ms = [M[j].unbind(2) for j in range(2)]
+        Mf = [M[j].view(E, B, 4 * H) for j in range(2)]
         a = Hs.new_empty(E, B, 4 * H)
-        gi, gf, gg, go = self._slots(P)
+        gi, gf, gg, go = (g.unbind(1) for g in P.view(E, L, B, 4, H).unbind(3))
         Pv, Hv, Hx = P.unbind(1), Hs[..., :H].unbind(1), Hs.unbind(1)
+        if grad:
+            Qv, Fv = QF[..., :H].unbind(1), QF[..., H:].unbind(1)
         minus2, minus1, four = _const(-2.0, h), _const(-1.0, h), _const(4.0, h)
-        bmm, sigmoid, add, mul = torch.bmm, torch.sigmoid, torch.add, torch.mul
+        bmm, sigmoid, add, mul, addcmul = torch.bmm, torch.sigmoid, torch.add, torch.mul, torch.addcmul
         for t in range(L):
+            cur, nxt = Ms[t % 2], Ms[(t + 1) % 2]
             sigmoid(bmm(Hx[t], self.Wx, out=a), out=Pv[t])  # q = sigmoid(a'), a' = [h, s, 1] Wx
-            add(minus2, gg[t], alpha=4, out=m0[t])  # 2g
-            mul(gf[t], m1[t], out=m1[t + 1]).addcmul_(gi[t], m0[t])  # c2_t = f c2_{t-1} + i 2g
-            add(minus1, sigmoid(m1[t + 1], out=m3[t]), alpha=2, out=m3[t])  # k = tanh(c_t)
-            mul(go[t], m3[t], out=Hv[t + 1])  # h_t = o k
+            add(minus2, gg[t], alpha=4, out=cur[0])  # 2g
+            mul(gf[t], cur[1], out=nxt[1]).addcmul_(gi[t], cur[0])  # c2_t = f c2_{t-1} + i 2g
+            add(minus1, sigmoid(nxt[1], out=cur[3]), alpha=2, out=cur[3])  # k = tanh(c_t)
+            mul(go[t], cur[3], out=Hv[t + 1])  # h_t = o k
             if grad:
-                mul(gi[t], four, out=m2[t])
-        return Hs[:, L, :, :H], m1[L]
+                mul(gi[t], four, out=cur[2])
+                addcmul(go[t], Hv[t + 1], cur[3], value=-1, out=Qv[t])  # o (1 - k^2) = o - h k
+                Fv[t].copy_(gf[t])
+                Pv[t].addcmul_(Pv[t], Pv[t], value=-1).mul_(Mf[t % 2])  # R = q (1 - q) [2g, c2_{t-1}, 4i, k]
+        return Hs[:, L, :, :H], Ms[L % 2][1]
 
-    def backward(self, Hs, P, M, G, carry, grads, need_x):
+    def backward(self, Hs, P, QF, G, carry, grads, need_x):
         """The backward of a stretch: G (E, L, B, O) the gradient on its logits, carry = (the gradient on its last
         state from later steps' pre-activations (E, B, H) or None, dc2 (E, B, H)). Adds the weight gradients into
         grads["Wx"] (E, 4H, K) (None: not needed). Returns the carry out of its first step and, with ``need_x``, the
@@ -130,17 +133,14 @@ class LSTMSteps:
         H, K = self.H, Hs.shape[-1]
         C, chunks = _chunks(L, B)
         ring = P.new_empty(E, C, B, 4 * H)  # the adjoints a' of up to C steps
-        Av = ring.unbind(1)
-        ifg = ring.view(E, C, B, 4, H)[:, :, :, :3].unbind(1)  # (E, B, 3, H) per row
-        ao = ring[..., 3 * H:].unbind(1)
-        Mv, m3 = M.unbind(1), self._slots(M)[3]
-        _, gf, _, go = self._slots(P)
-        Pv, Hv, Gv = P.unbind(1), Hs[..., :H].unbind(1), G.unbind(1)
+        Av, ifg, ao = ring.unbind(1), ring.view(E, C, B, 4, H)[:, :, :, :3].unbind(1), ring[..., 3 * H:].unbind(1)
+        Rifg, Ro = P.view(E, L, B, 4, H)[:, :, :, :3].unbind(1), P[..., 3 * H:].unbind(1)
+        Qv, Fv, Gv = QF[..., :H].unbind(1), QF[..., H:].unbind(1), G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]  # (E, 1, H) per output
-        dh, D, Q = P.new_empty(E, B, H), P.new_empty(E, B, 4 * H), P.new_empty(E, B, H)
+        dh = P.new_empty(E, B, H)
         dc2 = dc2.clone()
         dc2_ = dc2[:, :, None]
-        addcmul, mul = torch.addcmul, torch.mul
+        mul = torch.mul
         x_bars, last = [], None  # last: the row holding a'_{t+1}
         for c0, c1 in chunks:
             for t in range(c1 - 1, c0 - 1, -1):
@@ -152,12 +152,12 @@ class LSTMSteps:
                     dh.copy_(dh_in)
                 for o, v in enumerate(Vo):  # + G_t V
                     dh.addcmul_(Gv[t][..., o:o + 1], v)
-                dc2.addcmul_(dh, addcmul(go[t], Hv[t + 1], m3[t], value=-1, out=Q), value=0.5)  # o (1 - k^2)
-                last = Av[t - c0]
-                mul(addcmul(Pv[t], Pv[t], Pv[t], value=-1, out=D), Mv[t], out=last)  # R = q (1 - q) M_t
-                ifg[t - c0].mul_(dc2_)
-                ao[t - c0].mul_(dh)
-                dc2.mul_(gf[t])
+                dc2.addcmul_(dh, Qv[t], value=0.5)
+                r = t - c0
+                mul(Rifg[t], dc2_, out=ifg[r])
+                mul(Ro[t], dh, out=ao[r])
+                dc2.mul_(Fv[t])
+                last = Av[r]
             A = ring[:, :c1 - c0].reshape(E, (c1 - c0) * B, 4 * H)
             if grads is not None:
                 grads["Wx"].baddbmm_(A.mT, Hs[:, c0:c1].reshape(E, (c1 - c0) * B, K))
