@@ -8,8 +8,8 @@ kernels: ``training.gated_steps``).
 **Forward.** Per step one batched matmul ``[h_{t-1}, s_t, 1] [W; U; b]^T`` (E, B, H + I + 1) x (E, H + I + 1, G*H)
 gives every gate's pre-activation, one sigmoid covers all gates (tanh as ``2 sigmoid(2x) - 1``, the factor 2 folded
 into the weights' rows: exact), and a few elementwise operations the state. The step writes into preallocated
-buffers (E, T, B, ...), kept between calls (``runtime.take_buffer``): the states next to the inputs, the gates and
-(LSTM: the cell state; GRU: the local derivatives) what the backward multiplies with. The readout of all steps is
+buffers (E, T, B, ...), kept between calls (``runtime.take_buffer``): the states next to the inputs, and the gates'
+local derivatives that the backward multiplies with (formed while the gates are in cache). The readout of all steps is
 then one batched matmul, the masked BCE one elementwise operation.
 
 **Backward.** With ``G_t = dL/dz_t = mask (sigmoid(z_t) - y_t)`` (times the upstream gradient), each step is one
