@@ -12,6 +12,7 @@ from .gated import gated_kind, gated_spectrum
 from .inputs import setup_spectrum
 from .qr import PASS2_MAX_ERROR
 from .reference import reference_spectrum
+from .window_report import reference_window_report
 
 __all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "supports_fast", "DEFAULT_METHOD", "DEFAULT_T_ONS",
            "METHODS"]
@@ -78,7 +79,12 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
             the result does not depend on it. With t_ons="auto" the networks of a sub-batch share their windows (and
             with an integer t_ons > 1 their rollbacks), so the default sub-batches (hence the thread count) move the
             last digits (~1e-11 in float64).
-        info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks).
+        info: a dict that receives "n_qr", the number of orthonormalizations done (mean over networks; fast engine).
+
+    ``info`` (either engine) also receives the finite-time stretchings of every QR window after the transient and
+    where a continuation starts (``spectrum.window_report``): "log_r" (n, E, B, k), "window_ends" (n,),
+    "window_mask" (n, E), "final_state" (E, B, S), "final_basis" (E, B, S, k). ``spectrum_estimate`` builds its
+    standard errors from them.
 
     Returns the exponents sorted as the QR produces them (descending for a converged spectrum), differentiable with
     respect to the model's parameters. Raises ValueError on bad input, and on exponents that stop being finite,
@@ -94,7 +100,8 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     check_int("max_window", max_window, 1)
     check_int("batch", batch, 1)
     if info is not None and not isinstance(info, dict):
-        raise ValueError(f"info must be a dict (it receives 'n_qr') or None, got {type(info).__name__}")
+        raise ValueError(f"info must be a dict (it receives 'n_qr' and the windows' stretchings) or None, "
+                         f"got {type(info).__name__}")
     check_int("group", group, 1, none=True)
     check_int("workers", workers, 1, none=True)
     inputs, n_transient, h0, Q = setup_spectrum(model, inputs, k, n_steps=n_steps, batch=batch,
@@ -109,8 +116,11 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
                             check=check, orth=orth, tol=tol, max_window=max_window, group=group, workers=workers,
                             info=info)
     else:
+        diag = {} if info is not None else None
         lam, states, log_r = reference_spectrum(model, inputs, h0, Q, n_transient=n_transient,
-                                                t_ons=1 if t_ons == "auto" else t_ons, detached=detached)
+                                                t_ons=1 if t_ons == "auto" else t_ons, detached=detached, diag=diag)
+        if info is not None:
+            info.update(reference_window_report(log_r, states[-1], diag["final_basis"]))
         masks = lambda: _reference_masks(states, log_r)  # noqa: E731
     if check and not bool(torch.isfinite(lam).all()):
         raise_non_finite(*masks())

@@ -57,6 +57,7 @@ from .fast_forward import Plan, forward_group
 from .inputs import qr_schedule
 from .qr import default_tol, window_kappa
 from .runtime import MIN_INTRAOP_FLOPS, give_buffer, run_jobs
+from .window_report import engine_window_report
 
 __all__ = ["fast_spectrum", "supports_fast_tanh", "sub_batches", "engine_plans", "n_qr", "bad_masks", "ORTH_METHODS"]
 
@@ -115,21 +116,23 @@ def fast_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor,
         U, b, h, inputs = U.detach(), b.detach(), h.detach(), inputs.detach()
     groups, workers, one_thread = sub_batches(E, B, S, k, p, group, workers)
     plans = engine_plans(len(groups), T, n_transient=n_transient, t_ons=t_ons, detached=detached, check=check,
-                         orth=orth, tol=tol, max_window=max_window, dtype=p.dtype)
+                         orth=orth, tol=tol, max_window=max_window, dtype=p.dtype, windows=info is not None)
     lam = _TanhSpectrum.apply(W, U, b, h, inputs, Q, plans, groups, workers, one_thread)  # (E, B, k)
     if info is not None:
         info["n_qr"] = n_qr(plans, groups)
+        info.update(engine_window_report(plans, groups, E, B, k))
     return lam, lambda: bad_masks(plans, n_transient)
 
 
 def engine_plans(n: int, T: int, *, n_transient: int, t_ons, detached: bool, check: bool, orth: str,
-                 tol: float | None, max_window: int, dtype: torch.dtype) -> list:
-    """One ``windows.Plan`` per sub-batch (each fills its own ``diag``) from the checked arguments."""
+                 tol: float | None, max_window: int, dtype: torch.dtype, windows: bool = False) -> list:
+    """One ``windows.Plan`` per sub-batch (each fills its own ``diag``) from the checked arguments; ``windows``: keep
+    what ``window_report`` reports (the ``info`` of ``lyapunov_spectrum``)."""
     tol = default_tol(dtype) if tol is None else float(tol)
     schedule = None if t_ons == "auto" else qr_schedule(T, n_transient, t_ons)
     plan = Plan(n_transient=n_transient, schedule=schedule,
                 detached=detached, orth=orth, tol=tol, kappa=window_kappa(tol, dtype), max_window=max_window,
-                keep_diagnostics=check)
+                keep_diagnostics=check, keep_windows=windows)
     return [dataclasses.replace(plan, diag={}) for _ in range(n)]
 
 

@@ -52,6 +52,8 @@ def forward_group(W, U, b, h0, X, Q0, plan: Plan):
     lam, Ls, qr_at = run_windows(push, QTs, plan)
     if plan.keep_diagnostics:
         plan.diag.update(log_r=[lr.reshape(E, B, k) for lr in plan.diag["log_r"]], states=states)
+    if plan.keep_windows:  # where a continuation starts: the last state and basis (copied out of the pooled buffer)
+        plan.diag.update(final_state=h, final_basis=QTs[T].clone().mT.reshape(E, B, N, k))
 
     saved = dict(r_all=r_all, D=D, QTs=QTs, Ls=Ls, qr_at=qr_at, plan=plan, Wb=Wb)
     return lam.reshape(E, B, k), saved

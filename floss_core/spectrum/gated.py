@@ -31,6 +31,7 @@ from .gated_backward import backward_group
 from .gated_cells import KERNELS
 from .gated_forward import forward_group
 from .runtime import give_buffer, run_jobs
+from .window_report import engine_window_report
 
 __all__ = ["gated_kind", "gated_spectrum"]
 
@@ -145,8 +146,9 @@ def gated_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor
         h = h.detach()
     groups, workers, one_thread = sub_batches(E, B, S, k, W, group, workers)
     plans = engine_plans(len(groups), T, n_transient=n_transient, t_ons=t_ons, detached=detached, check=check,
-                         orth=orth, tol=tol, max_window=max_window, dtype=W.dtype)
+                         orth=orth, tol=tol, max_window=max_window, dtype=W.dtype, windows=info is not None)
     lam = _GatedSpectrum.apply(W, U, b, b_h, h, inputs, Q, kind, trajectory, plans, groups, workers, one_thread)
     if info is not None:
         info["n_qr"] = n_qr(plans, groups)
+        info.update(engine_window_report(plans, groups, E, B, k))
     return lam, lambda: bad_masks(plans, n_transient)

@@ -39,6 +39,8 @@ def forward_group(kernel, S_all, X, Q0, plan: Plan):
     lam, Ls, qr_at = run_windows(tangent.push, QTs, plan)  # push(t, out): Y_t^T = (J_t Q_t)^T
     if plan.keep_diagnostics:
         plan.diag.update(log_r=[lr.reshape(E, B, k) for lr in plan.diag["log_r"]], states=list(S_all[1:].unbind(0)))
+    if plan.keep_windows:  # where a continuation starts: the last state and basis (copied out of the pooled buffer)
+        plan.diag.update(final_state=S_all[-1].clone(), final_basis=QTs[T].clone().mT.reshape(E, B, S, k))
 
     saved = dict(kernel=kernel, S_all=S_all, pre=pre, coefs=coefs, tangent=tangent, QTs=QTs, Ls=Ls, qr_at=qr_at,
                  plan=plan, X=X)

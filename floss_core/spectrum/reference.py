@@ -22,11 +22,12 @@ __all__ = ["reference_spectrum"]
 
 
 def reference_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Tensor, *, n_transient: int,
-                       t_ons: int, detached: bool):
+                       t_ons: int, detached: bool, diag: dict | None = None):
     """Exponents (E, B, k) from inputs (E, B, T, I), start h (E, B, S) and orthonormal Q (E, B, S, k).
 
     Returns ``(lam, states, log_r)``: the states after every step and ``[(t, log|diag R_t|) ...]`` after the
-    transient, kept for the error report."""
+    transient, kept for the error report. ``diag``, if a dict, receives "final_basis", the basis after the last QR
+    (E, B, S, k)."""
     E, B, T, _ = inputs.shape
     if detached:
         h = h.detach()
@@ -55,6 +56,8 @@ def reference_spectrum(model, inputs: torch.Tensor, h: torch.Tensor, Q: torch.Te
         Q = Q_start = Q_next
         t0, entering = t + 1, []
     lam = torch.stack([lr for _, lr in log_r]).sum(0) / (T - n_transient)  # (E, B, k)
+    if diag is not None:
+        diag["final_basis"] = Q
     return lam, states, log_r
 
 

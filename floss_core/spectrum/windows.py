@@ -37,6 +37,7 @@ class Plan:
     max_window: int  # "auto": longest window
     keep_diagnostics: bool
     diag: dict = field(default_factory=dict)  # filled by forward: qr_at, log_r, states (for error messages)
+    keep_windows: bool = False  # diag also receives every QR window's log|R_ii| and end step, the final state and basis
 
 
 def run_windows(push, QTs: torch.Tensor, plan: Plan):
@@ -46,7 +47,8 @@ def run_windows(push, QTs: torch.Tensor, plan: Plan):
     the basis entering every step (orthonormal rows right after a QR, the window's un-orthonormalized rows inside
     it). Returns ``(lam (M, k), Ls, qr_at)``: the exponents, ``{step: L = R^T (M, k, k)}`` of every QR and the per-step
     flags of where one was done; ``plan.diag`` receives "n_qr" (and "qr_at" and "log_r" with ``keep_diagnostics``:
-    log|R_ii| per QR after the transient, (M, k) each, reshaped by the caller)."""
+    log|R_ii| per QR after the transient, (M, k) each, reshaped by the caller; with ``keep_windows`` also
+    "window_ends", the steps of the QRs after the transient, and "window_log_r", their log|R_ii| (M, k) each)."""
     T, M, k = QTs.shape[0] - 1, QTs.shape[1], QTs.shape[2]
     dtype, device = QTs.dtype, QTs.device
     n_tr = plan.n_transient
@@ -124,5 +126,7 @@ def run_windows(push, QTs: torch.Tensor, plan: Plan):
     lam = torch.stack([log_r[t] for t in sorted(log_r)]).sum(0) / (T - n_tr)  # (M, k)
     if plan.keep_diagnostics:
         plan.diag.update(qr_at=qr_at, log_r=[log_r[t] for t in sorted(log_r)])
+    if plan.keep_windows:  # the finite-time stretchings (spectrum.window_report)
+        plan.diag.update(window_ends=sorted(log_r), window_log_r=[log_r[t] for t in sorted(log_r)])
     plan.diag["n_qr"] = sum(qr_at)
     return lam, Ls, qr_at
