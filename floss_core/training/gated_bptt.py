@@ -43,6 +43,7 @@ __all__ = ["supports_gated_bptt", "gated_task_loss"]
 # CPU: networks per sub-batch so that their weights and per-step data are about this (measured at H = 80, B = 16,
 # float32 on a 2-core CPU, one thread: sub-batches of 16 networks 5-8% faster per network than of 8 or of 32)
 _GROUP_BYTES = 2 ** 22
+_NO_GRAD_STRETCH = 64  # without gradients the states run in stretches of this many steps (small buffers)
 _MIN_INTRAOP_FLOPS = 2e7  # CPU, one sub-batch at a time: from this many flops per step on, intra-op threads pay
 _OWN = ("_forward", "step", "step_tangent", "readout")  # what a subclass must not override
 _STEPS = {LSTM: LSTMSteps, GRU: GRUSteps}
@@ -91,10 +92,11 @@ def _buffer_shapes(cls, E, L, B, H, I):
     return [(E, L + 1, B, H + I + 1), (E, L, B, wp)] + ([(E, L + 1, B, wm)] if wm else [])
 
 
-def _stretch_buffers(steps, E, L, B, like):
-    """Buffers for one stretch of L steps: [Hs, P, M or None] (``_buffer_shapes``)."""
+def _stretch_buffers(steps, E, L, B, like, grad):
+    """Buffers for one stretch of L steps: [Hs, P, QF] (``_buffer_shapes``; QF None without ``grad`` or for the
+    GRU)."""
     bufs = [like.new_empty(s) for s in _buffer_shapes(type(steps), E, L, B, steps.H, steps.I)]
-    return bufs + [None] * (3 - len(bufs))
+    return bufs[:2] + [bufs[2] if grad and len(bufs) == 3 else None]
 
 
 def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
@@ -103,9 +105,9 @@ def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
     all T, or None (checkpointed, or without gradient: stretch buffers made here)."""
     steps = cls(*params)
     E, B, T, _ = X.shape
-    stretches = _stretches(T, checkpoint)
+    stretches = _stretches(T, checkpoint if grad else checkpoint or _NO_GRAD_STRETCH)
     if bufs is None:
-        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
+        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X, grad and len(stretches) == 1)
     Hs, P, Mb = bufs
     state = steps.pack_state(h0)
     kept = []
@@ -140,7 +142,7 @@ def _backward_group(cls, params, X, Y, M, saved, g, checkpoint, need):
     x_bars = []
     carry = steps.initial_carry(X, E, B)
     if len(stretches) > 1:
-        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X)
+        bufs = _stretch_buffers(steps, E, stretches[0][1], B, X, True)
     for k in range(len(stretches) - 1, -1, -1):
         t0, t1 = stretches[k]
         L = t1 - t0
