@@ -178,9 +178,9 @@ class LSTMSteps:
 
 class GRUSteps:
     """The GRU of ``floss_core.cells.gated`` with the n rows of W, U, b, b_h doubled (n = 2 sigmoid(pre') - 1 with
-    pre' = u'_n + r m'_n = 2 (u_n + r m_n)). Per step one matmul ``[h, s, 1] Wx`` gives [a_r, m'_n, a_z] (a: input
+    pre' = u'_n + r m'_n = 2 (u_n + r m_n)). Per step one matmul ``[h, s, 1] Wx`` gives [a_r, a_z, m'_n] (a: input
     and recurrent parts with both biases; m'_n the recurrent n part with its bias), u'_n comes from one matmul per
-    stretch (buffer Un), and R (E, L, B, 5H) receives [R_r, r, R_z, R_n, z] with the local derivatives
+    stretch (buffer Un), and R (E, L, B, 5H) receives [R_r, r, z, R_z, R_n] with the local derivatives
 
         R_r = m'_n r (1 - r),   R_z = (h - n) z (1 - z),   R_n = sn (1 - sn) (1 - z)   (sn = sigmoid(pre')).
 
@@ -198,8 +198,8 @@ class GRUSteps:
         br, bz, bn = b.split(H, 1)
         hr, hz, hn = b_h.split(H, 1)
         zeros = U.new_zeros(E, H, self.I)
-        self.Wx = _stacked(torch.cat([Wr, 2 * Wn, Wz], 1), torch.cat([Ur, zeros, Uz], 1),
-                           torch.cat([br + hr, 2 * hn, bz + hz], 1))  # (E, K, 3H): [a_r, m'_n, a_z]
+        self.Wx = _stacked(torch.cat([Wr, Wz, 2 * Wn], 1), torch.cat([Ur, Uz, zeros], 1),
+                           torch.cat([br + hr, bz + hz, 2 * hn], 1))  # (E, K, 3H): [a_r, a_z, m'_n]
         self.Dn = torch.cat([2 * Un.mT, 2 * bn[:, None]], 1)  # (E, I + 1, H): u'_n = [s, 1] Dn
         self.Wb = torch.cat([2 * Wr, 4 * Wn, Wz], 1)  # (E, 3H, H)
         self.Ux = torch.cat([2 * Ur, zeros, Uz, 4 * Un], 1)  # (E, 4H, I): inputs' gradient from [rho, q, a_z, p]
@@ -223,7 +223,7 @@ class GRUSteps:
         return gV, gc
 
     def forward(self, state, Hs, R, M, grad: bool):
-        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]; fills Hs's h part and R (z, r, the rest only with
+        """Steps from ``state`` over the inputs in Hs[:, :L, :, H:]; fills Hs's h part and R (r, z, the rest only with
         ``grad``). Returns the state after the last step."""
         (h,) = state
         E, L1, B, K = Hs.shape
@@ -231,26 +231,26 @@ class GRUSteps:
         Hs[:, 0, :, :H] = h
         Un = torch.bmm(Hs[:, :L, :, H:].reshape(E, L * B, K - H), self.Dn).view(E, L, B, H)  # u'_n of every step
         a = Hs.new_empty(E, B, 3 * H)
-        ar, mn, az = a.view(E, B, 3, H).unbind(2)
-        n, hmn = Hs.new_empty(E, B, H), Hs.new_empty(E, B, H)
-        slots = [s.unbind(1) for s in R.view(E, L, B, 5, H).unbind(3)]  # R_r, r, R_z, R_n, z
+        arz, mn = a[..., :2 * H], a[..., 2 * H:]  # [a_r, a_z], m'_n
+        n, hmn, D = Hs.new_empty(E, B, H), Hs.new_empty(E, B, H), Hs.new_empty(E, B, 2 * H)
+        Dr, Dz = D[..., :H], D[..., H:]
+        rz = R[..., H:3 * H].unbind(1)
+        Rr, r, z, Rz, sn = (s.unbind(1) for s in R.view(E, L, B, 5, H).unbind(3))  # sn: then R_n
         Hv, Hx, Uv = Hs[..., :H].unbind(1), Hs.unbind(1), Un.unbind(1)
         m1 = _const(-1.0, h)
-        sigmoid, addcmul = torch.sigmoid, torch.addcmul
+        sigmoid, addcmul, mul = torch.sigmoid, torch.addcmul, torch.mul
         for t in range(L):
-            Rr, r, Rz, sn, z = (s[t] for s in slots)
             torch.bmm(Hx[t], self.Wx, out=a)
-            sigmoid(ar, out=r)
-            sigmoid(az, out=z)
-            sigmoid(addcmul(Uv[t], r, mn, out=sn), out=sn)  # sn = sigmoid(u'_n + r m'_n)
-            torch.add(m1, sn, alpha=2, out=n)
+            sigmoid(arz, out=rz[t])  # [r, z]
+            sigmoid(addcmul(Uv[t], r[t], mn, out=sn[t]), out=sn[t])  # sn = sigmoid(u'_n + r m'_n)
+            torch.add(m1, sn[t], alpha=2, out=n)
             torch.sub(Hv[t], n, out=hmn)
-            addcmul(n, z, hmn, out=Hv[t + 1])  # h_t = n + z (h_{t-1} - n)
+            addcmul(n, z[t], hmn, out=Hv[t + 1])  # h_t = n + z (h_{t-1} - n)
             if grad:
-                sn.addcmul_(sn, sn, value=-1)
-                sn.addcmul_(z, sn, value=-1)  # R_n = sn (1 - sn) (1 - z)
-                addcmul(r, r, r, value=-1, out=Rr).mul_(mn)
-                addcmul(z, z, z, value=-1, out=Rz).mul_(hmn)
+                sn[t].addcmul_(sn[t], sn[t], value=-1).addcmul_(z[t], sn[t], value=-1)  # R_n = sn (1 - sn) (1 - z)
+                addcmul(rz[t], rz[t], rz[t], value=-1, out=D)  # [r (1 - r), z (1 - z)]
+                mul(Dr, mn, out=Rr[t])
+                mul(Dz, hmn, out=Rz[t])
         return (Hs[:, L, :, :H],)
 
     def backward(self, Hs, R, M, G, carry, grads, need_x):
@@ -266,7 +266,7 @@ class GRUSteps:
         zp, rq = rv[:, :, :, 2:4].unbind(1), rv[:, :, :, 0:2].unbind(1)  # (E, B, 2, H) per row
         p, A3 = ring[..., None, 3 * H:].unbind(1), ring[..., :3 * H].unbind(1)  # (E, B, 1, H), (E, B, 3H)
         Rv = R.view(E, L, B, 5, H)
-        RzRn, Rrr, z = Rv[:, :, :, 2:4].unbind(1), Rv[:, :, :, 0:2].unbind(1), Rv[:, :, :, 4].unbind(1)
+        RzRn, Rrr, z = Rv[:, :, :, 3:5].unbind(1), Rv[:, :, :, 0:2].unbind(1), Rv[:, :, :, 2].unbind(1)
         Gv = G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]
         dh, nxt = R.new_empty(E, B, H), R.new_empty(E, B, H)
