@@ -65,8 +65,7 @@ def supports_gated_bptt(model) -> bool:
 
 def _params(model):
     """(W, U, b, b_h or None, V, c) of the model."""
-    return (model.W, model.U, model.b, getattr(model, "b_h", None) if _base(model) is GRU else None,
-            model.V, model.c)
+    return model.W, model.U, model.b, model.b_h if isinstance(model, GRU) else None, model.V, model.c
 
 
 def _loss_of(V, c, Hh, y, m):
@@ -101,14 +100,14 @@ def _stretch_buffers(steps, E, L, B, like, grad):
 
 def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
     """Loss (E,), accuracy (E,) and what the backward needs, for one sub-batch of networks. params: (W, U, b, [b_h,]
-    V, c) sliced to it; X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); bufs: [Hs, P, M or None] over
+    V, c) sliced to it; X: inputs (E, B, T, I); Y, M: targets and mask (E, T, B, O); bufs: [Hs, P, QF or None] over
     all T, or None (checkpointed, or without gradient: stretch buffers made here)."""
     steps = cls(*params)
     E, B, T, _ = X.shape
     stretches = _stretches(T, checkpoint if grad else checkpoint or _NO_GRAD_STRETCH)
     if bufs is None:
         bufs = _stretch_buffers(steps, E, stretches[0][1], B, X, grad and len(stretches) == 1)
-    Hs, P, Mb = bufs
+    Hs, P, QF = bufs
     state = steps.pack_state(h0)
     kept = []
     bce = correct = 0
@@ -117,14 +116,14 @@ def _forward_group(cls, params, h0, X, Y, M, checkpoint, bufs, grad):
         if len(stretches) > 1 and grad:
             kept.append(torch.cat(state, -1))  # (E, B, S'): the state before the stretch (its own memory)
         _fill_inputs(Hs, X, t0, t1)
-        state = steps.forward(state, Hs[:, :L + 1], P[:, :L], None if Mb is None else Mb[:, :L + 1],
+        state = steps.forward(state, Hs[:, :L + 1], P[:, :L], None if QF is None else QF[:, :L + 1],
                               grad and len(stretches) == 1)
         z, b_, c_ = _loss_of(steps.Vr, steps.cr, Hs[:, 1:L + 1, :, :steps.H], Y[:, t0:t1], M[:, t0:t1])
         bce, correct = bce + b_, correct + c_
     n = M.sum((1, 2, 3))  # (E,) defined targets
     if not grad:
         return bce / n, correct / n, []
-    return bce / n, correct / n, ([Hs, P, z] + ([Mb] if Mb is not None else []) if len(stretches) == 1
+    return bce / n, correct / n, ([Hs, P, z] + ([QF] if QF is not None else []) if len(stretches) == 1
                                   else [torch.stack(kept)])
 
 
@@ -147,15 +146,15 @@ def _backward_group(cls, params, X, Y, M, saved, g, checkpoint, need):
         t0, t1 = stretches[k]
         L = t1 - t0
         if len(stretches) == 1:
-            Hs, P, z, *Mb = saved
-            Mb = Mb[0] if Mb else None
+            Hs, P, z, *QF = saved
+            QF = QF[0] if QF else None
         else:  # recompute the stretch from the state kept before it
-            Hs, P, Mb = (None if b is None else b[:, :L + (i != 1)] for i, b in enumerate(bufs))
+            Hs, P, QF = (None if b is None else b[:, :L + (i != 1)] for i, b in enumerate(bufs))
             _fill_inputs(Hs, X, t0, t1)
-            steps.forward(saved[0][k].split(H, -1), Hs, P, Mb, True)
+            steps.forward(saved[0][k].split(H, -1), Hs, P, QF, True)
             z = _loss_of(steps.Vr, steps.cr, Hs[:, 1:, :, :H], Y[:, t0:t1], M[:, t0:t1])[0]
         G = (torch.sigmoid(z) - Y[:, t0:t1]) * M[:, t0:t1] * g  # dL/dz (E, L, B, O)
-        carry, x_bar = steps.backward(Hs, P, Mb, G, carry, grads, need[7])
+        carry, x_bar = steps.backward(Hs, P, QF, G, carry, grads, need[7])
         x_bars.append(x_bar)
         if need[4]:
             gV.baddbmm_(G.reshape(E, L * B, -1).mT, Hs[:, 1:L + 1, :, :H].reshape(E, L * B, H))
@@ -210,6 +209,7 @@ class _GatedBPTT(torch.autograd.Function):
         args = (*params, X, Y.transpose(1, 2), M.transpose(1, 2))
         per_group = [rest[i * k:(i + 1) * k] for i in range(len(ctx.groups))]
         need = list(ctx.needs_input_grad[:8])  # W, U, b, b_h, V, c, h0, X
+
         def job(gs, sv):
             a = [t[gs] for t in args]
             return _backward_group(ctx.cls, a[:n_p], *a[n_p:], sv, g_loss[gs], ctx.checkpoint, need)
@@ -250,8 +250,9 @@ def gated_task_loss(model, batch, h0: torch.Tensor, *, checkpoint: int = 0, grou
 
     Other arguments (keyword-only):
         checkpoint: > 0 keeps only every checkpoint-th state for the backward and recomputes the stretches between.
-        group: networks per sub-batch (default: on CPU sub-batches whose per-step data stay near 2 MiB, their
-            number a multiple of ``workers``; on GPU all networks at once).
+        group: networks per sub-batch (default: on CPU sub-batches whose weights and per-step data stay near 4 MiB,
+            16 networks at H = 80, B = 16 in float32, their number a multiple of ``workers``; on GPU all networks at
+            once).
         workers: CPU threads running sub-batches at once, one intra-op thread each (default: torch's thread count;
             on GPU 1). For fixed sub-batches the result does not depend on it.
     """
