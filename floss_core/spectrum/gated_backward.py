@@ -5,10 +5,10 @@ coefficients' adjoints of all steps at once, one pass over the state.
    (``Q_bar = J^T Y_bar``). Per chunk of steps, the Jacobians' adjoints ``J_bar_t = Y_bar_t Q_t^T`` give the adjoints
    of the Jacobians' coefficients and the explicit W's gradient (``gated_tangent``).
 2. The coefficients' vector-Jacobian product with respect to the pre-activations and the entering state, over all
-   steps at once (``torch.func.vjp`` of ``coefs``).
+   steps at once (``gated_cells``: elementwise, from the stored gates).
 3. (gradient="full") The state's adjoint backward in time, one tangent map step per step (on rows):
    ``s_bar_t^T = s_bar_{t+1}^T J_t + g_t^T`` with the coefficients' contribution g_t; then the pre-activations'
-   adjoints from the state path (a second vjp, all steps at once).
+   adjoints from the state path (elementwise, all steps at once).
 4. W, U, b, b_h, the inputs' and h0's gradients as a few large products over all steps.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ __all__ = ["backward_group"]
 def backward_group(saved, lam_bar, need):
     """The backward of one sub-batch, lam_bar (E, B, k): the gradients of (W, U, b, b_h, h0, X, Q0), None where
     ``need`` says not needed."""
-    kernel, S_all, pre, coefs, tangent, QTs, Ls, qr_at, plan, X = (
-        saved[name] for name in ("kernel", "S_all", "pre", "coefs", "tangent", "QTs", "Ls", "qr_at", "plan", "X"))
+    kernel, S_all, gates, coefs, tangent, QTs, Ls, qr_at, plan, X = (
+        saved[name] for name in ("kernel", "S_all", "gates", "coefs", "tangent", "QTs", "Ls", "qr_at", "plan", "X"))
     E, B, T = X.shape[:3]
     k, S, M, H = QTs.shape[-2], QTs.shape[-1], E * B, kernel.H
     n_tr = plan.n_transient
@@ -62,20 +62,23 @@ def backward_group(saved, lam_bar, need):
 
     # 2. the coefficients' adjoints back to the pre-activations and the entering state, all steps at once
     S_prev = S_all[:-1]
-    _, vjp_coefs = torch.func.vjp(kernel.coefs, *pre, S_prev)
-    *pre_bar, S_prev_bar = vjp_coefs(tuple(coef_bar.unbind(0)))
+    partials, S_prev_bar = kernel.coef_partials(gates, coef_bar.unbind(0))
+    pre_bar, chain_bar = kernel.chain(gates, partials)
     h0_grad = None
     if full:
         # 3. the state's adjoint backward in time, on rows: s_bar_t^T = s_bar_{t+1}^T J_t + g_t^T
-        g = (S_prev_bar + kernel.state_of_pre(pre_bar)).reshape(T, M, 1, S)
+        g = S_prev_bar + kernel.state_of_pre(pre_bar)
+        if chain_bar is not None:
+            g += chain_bar
+        g = g.reshape(T, M, 1, S)
         s_bar = torch.empty(T + 1, M, 1, S, **kw)
         s_bar[T] = 0
         sv, gv = tangent.slot_views(s_bar), tangent.slot_views(g)
         state_back = tangent.state_back
         for t in range(T - 1, -1, -1):
             state_back(t, sv[t + 1], gv[t], sv[t])
-        _, vjp_state = torch.func.vjp(kernel.next_state, *pre, S_prev)
-        pre_bar = [a + b for a, b in zip(pre_bar, vjp_state(s_bar[1:].reshape(T, E, B, S))[:-1])]
+        pre_bar_s, _ = kernel.chain(gates, kernel.state_partials(gates, s_bar[1:].reshape(T, E, B, S)))
+        pre_bar = [a + b for a, b in zip(pre_bar, pre_bar_s)]
         if need[4]:
             h0_grad = s_bar[0].reshape(E, B, S)
 

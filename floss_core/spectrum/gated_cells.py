@@ -19,9 +19,11 @@ LSTM (S = 2H, state [h, c]):
 Both have the form ``(J q)[r] = sum_x K_x[r] (W_x q_h)[r mod H] + d[r] q[off + r mod H]`` (``row_coefs``,
 ``diag_coefs``, ``diag_offset``), which ``gated_tangent`` applies, stored whole or as scalings of ``W Q``.
 
-Every coefficient is a function of the step's gate pre-activations and its entering state (``coefs``), so their
-adjoints go back to the pre-activations by ``torch.func.vjp`` over all steps at once; the pre-activations are linear
-in W, U, the biases, the entering h and the input (``param_grads``).
+Every coefficient is a function of the step's gates (``gates``: from the pre-activations and the entering state, all
+steps at once), so their adjoints go back to the pre-activations elementwise over all steps at once: ``coef_partials``
+(each gate's adjoint with the others held fixed), ``state_partials`` (the same for the step's new state) and ``chain``
+(through the gates' own equations to the pre-activations), checked against autograd in the tests. The pre-activations
+are linear in W, U, the biases, the entering h and the input (``param_grads``).
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ class _Kernel:
 
 
 class GRUKernel(_Kernel):
-    """The GRU: coefficients (c_r, c_z, c_n, z); pre-activations (u, m) = (U x + b, W h + b_h)."""
+    """The GRU: gates (r, z, n, m_n, h); coefficients (c_r, c_z, c_n, z); pre-activations (u, m) =
+    (U x + b, W h + b_h)."""
 
     n_gates, state_factor, n_coefs = 3, 1, 4
     # the tangent map ("gated_tangent") is stored whole from this many exponents on: with one matmul of W's three
@@ -108,23 +111,52 @@ class GRUKernel(_Kernel):
         return u, m
 
     @staticmethod
-    def coefs(u, m, h):
-        """(c_r, c_z, c_n, z), (T, E, B, H) each (see the module docstring)."""
+    def gates(pre, S_prev):
+        """(r, z, n, m_n, h), (T, E, B, H) each, from the pre-activations (u, m) and the entering states."""
+        u, m = pre
         ur, uz, un = u.chunk(3, dim=-1)
         mr, mz, mn = m.chunk(3, dim=-1)
         r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
-        n = torch.tanh(un + r * mn)
+        return r, z, torch.tanh(un + r * mn), mn, S_prev
+
+    @staticmethod
+    def coefs(gates):
+        """(c_r, c_z, c_n, z), (T, E, B, H) each (see the module docstring)."""
+        r, z, n, mn, h = gates
         cn = (1 - z) * (1 - n * n) * r
         return cn * mn * (1 - r), (h - n) * z * (1 - z), cn, z
 
     @staticmethod
-    def next_state(u, m, h):
-        """The step's new state from its pre-activations and entering state: (T, E, B, H)."""
-        ur, uz, un = u.chunk(3, dim=-1)
-        mr, mz, mn = m.chunk(3, dim=-1)
-        r, z = torch.sigmoid(ur + mr), torch.sigmoid(uz + mz)
-        n = torch.tanh(un + r * mn)
-        return n + z * (h - n)
+    def coef_partials(gates, coef_bar):
+        """The coefficients' adjoints (g_r, g_z, g_n, g_d) -> the partial adjoints (r, z, n, m_n) held fixed the
+        others, and the entering state's direct adjoint (h in c_z)."""
+        r, z, n, mn, h = gates
+        gr, gz, gn, gd = coef_bar
+        dz, dr, q, omz = z * (1 - z), r * (1 - r), 1 - n * n, 1 - z
+        grm = gr * mn
+        both = gn * r + grm * dr  # the common factor of c_n and c_r, (1 - z) q, times their adjoints
+        z_bar = (gz * (h - n) * (1 - 2 * z)).sub_(q * both).add_(gd)
+        n_bar = (-gz * dz).sub_(2 * n * omz * both)
+        r_bar = omz * q * (gn + grm * (1 - 2 * r))
+        return (r_bar, z_bar, n_bar, gr * omz * q * dr), gz * dz
+
+    @staticmethod
+    def state_partials(gates, s_bar):
+        """The next state's adjoint (T, E, B, H) -> the partial adjoints (r, z, n, m_n) of h' = n + z (h - n)."""
+        r, z, n, mn, h = gates
+        return None, s_bar * (h - n), s_bar * (1 - z), None
+
+    @staticmethod
+    def chain(gates, partials):
+        """Partial adjoints (r, z, n, m_n) -> the pre-activations' adjoints [u_bar, m_bar] (T, E, B, 3H) each, and
+        the entering state's (None: h enters the gates only through m)."""
+        r, z, n, mn, h = gates
+        r_bar, z_bar, n_bar, mn_bar = partials
+        pn = n_bar * (1 - n * n)  # through n = tanh(u_n + r m_n)
+        r_tot = pn * mn if r_bar is None else r_bar + pn * mn
+        mn_tot = pn * r if mn_bar is None else mn_bar + pn * r
+        pr, pz = r_tot * r * (1 - r), z_bar * z * (1 - z)
+        return [torch.cat([pr, pz, pn], dim=-1), torch.cat([pr, pz, mn_tot], dim=-1)], None
 
     @staticmethod
     def diag_coefs(coefs):
@@ -154,7 +186,8 @@ class GRUKernel(_Kernel):
 
 
 class LSTMKernel(_Kernel):
-    """The LSTM: coefficients (a_i, a_f, a_g, a_o, beta, f); pre-activation a = W h + U x + b."""
+    """The LSTM: gates (i, f, g, o, c, tanh(c')); coefficients (a_i, a_f, a_g, a_o, beta, f); pre-activation
+    a = W h + U x + b."""
 
     n_gates, state_factor, n_coefs = 4, 2, 6
     # the factored map has the dense one's matmul flops (4 H^2 = S^2 per vector) without its S x S array per step
@@ -167,25 +200,56 @@ class LSTMKernel(_Kernel):
         return (self._rec(S_prev[..., :self.H]) + self._inp(X) + self.b[:, None],)
 
     @staticmethod
-    def _gates(a, S_prev):
-        H = S_prev.shape[-1] // 2
-        ai, af, ag, ao = a.chunk(4, dim=-1)
+    def gates(pre, S_prev):
+        """(i, f, g, o, c, tanh(c')), (T, E, B, H) each, from the pre-activation a and the entering states."""
+        ai, af, ag, ao = pre[0].chunk(4, dim=-1)
         i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
-        c = S_prev[..., H:]
-        c_next = f * c + i * g
-        return c, i, f, g, o, c_next, torch.tanh(c_next)
+        c = S_prev[..., S_prev.shape[-1] // 2:]
+        return i, f, g, o, c, torch.tanh(f * c + i * g)
 
     @staticmethod
-    def coefs(a, S_prev):
+    def coefs(gates):
         """(a_i, a_f, a_g, a_o, beta, f), (T, E, B, H) each (see the module docstring)."""
-        c, i, f, g, o, _, tc = LSTMKernel._gates(a, S_prev)
+        i, f, g, o, c, tc = gates
         return g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o), o * (1 - tc * tc), f
 
     @staticmethod
-    def next_state(a, S_prev):
-        """The step's new state [h', c'] from its pre-activation and entering state: (T, E, B, 2H)."""
-        _, _, _, _, o, c_next, tc = LSTMKernel._gates(a, S_prev)
-        return torch.cat([o * tc, c_next], dim=-1)
+    def coef_partials(gates, coef_bar):
+        """The coefficients' adjoints -> the partial adjoints (i, f, g, o, tanh(c'), c') held fixed the others, and
+        the entering state's direct adjoint (c in a_f), (T, E, B, 2H)."""
+        i, f, g, o, c, tc = gates
+        gi, gf, gg, go, gb, gF = coef_bar
+        i_bar = (gi * g * (1 - 2 * i)).addcmul_(gg, 1 - g * g)
+        g_bar = (gi * i * (1 - i)).sub_(2 * gg * i * g)
+        f_bar = (gf * c * (1 - 2 * f)).add_(gF)
+        o_bar = (go * tc * (1 - 2 * o)).addcmul_(gb, 1 - tc * tc)
+        tc_bar = (go * o * (1 - o)).sub_(2 * gb * o * tc)
+        c_bar = gf * f * (1 - f)
+        return (i_bar, f_bar, g_bar, o_bar, tc_bar, None), torch.cat([torch.zeros_like(c_bar), c_bar], dim=-1)
+
+    @staticmethod
+    def state_partials(gates, s_bar):
+        """The next state's adjoint [h'_bar, c'_bar] (T, E, B, 2H) -> the partial adjoints (i, f, g, o, tanh(c'),
+        c') of h' = o tanh(c'), c' = f c + i g."""
+        i, f, g, o, c, tc = gates
+        H = s_bar.shape[-1] // 2
+        hb = s_bar[..., :H]
+        return None, None, None, hb * tc, hb * o, s_bar[..., H:]
+
+    @staticmethod
+    def chain(gates, partials):
+        """Partial adjoints (i, f, g, o, tanh(c'), c') -> the pre-activation's adjoint [a_bar] (T, E, B, 4H) and the
+        entering state's (T, E, B, 2H), through c' = f c + i g."""
+        i, f, g, o, c, tc = gates
+        i_bar, f_bar, g_bar, o_bar, tc_bar, cn_bar = partials
+        cn = tc_bar * (1 - tc * tc)
+        if cn_bar is not None:
+            cn = cn + cn_bar
+        i_bar = cn * g if i_bar is None else i_bar.addcmul_(cn, g)
+        f_bar = cn * c if f_bar is None else f_bar.addcmul_(cn, c)
+        g_bar = cn * i if g_bar is None else g_bar.addcmul_(cn, i)
+        a_bar = torch.cat([i_bar * i * (1 - i), f_bar * f * (1 - f), g_bar * (1 - g * g), o_bar * o * (1 - o)], -1)
+        return [a_bar], torch.cat([torch.zeros_like(cn), cn * f], dim=-1)
 
     @staticmethod
     def diag_coefs(coefs):

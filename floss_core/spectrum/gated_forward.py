@@ -30,7 +30,8 @@ def forward_group(kernel, S_all, X, Q0, plan: Plan):
 
     # 2. coefficients of every step at once, and the tangent map
     pre = kernel.pre(S_prev, X)  # pre-activations, (T, E, B, .) each
-    coefs = kernel.coefs(*pre, S_prev)  # (T, E, B, H) each
+    gates = kernel.gates(pre, S_prev)  # (T, E, B, H) each
+    coefs = kernel.coefs(gates)  # (T, E, B, H) each
     QTs = take_buffer((T + 1, M, k, S), S_all.dtype, S_all.device)  # QTs[t] = Q^T entering step t
     QTs[0] = Q0.reshape(M, S, k).mT
     tangent = tangent_map(kernel, coefs, T, k, QTs)
@@ -42,6 +43,6 @@ def forward_group(kernel, S_all, X, Q0, plan: Plan):
     if plan.keep_windows:  # where a continuation starts: the last state and basis (copied out of the pooled buffer)
         plan.diag.update(final_state=S_all[-1].clone(), final_basis=QTs[T].clone().mT.reshape(E, B, S, k))
 
-    saved = dict(kernel=kernel, S_all=S_all, pre=pre, coefs=coefs, tangent=tangent, QTs=QTs, Ls=Ls, qr_at=qr_at,
+    saved = dict(kernel=kernel, S_all=S_all, gates=gates, coefs=coefs, tangent=tangent, QTs=QTs, Ls=Ls, qr_at=qr_at,
                  plan=plan, X=X)
     return lam.reshape(E, B, k), saved

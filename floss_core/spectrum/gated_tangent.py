@@ -145,6 +145,10 @@ class FactoredTangent(_Tangent):
         self.P5 = self.PTs.view(T, M, k, G, 1, H).unbind(0)  # for the weighted sum over the gates
         self.Kv = self.K.view(T, M, 1, G, blocks, H).unbind(0)  # per step (M, 1, G, blocks, H)
         self.dv = self.d.view(T, M, 1, blocks, H).unbind(0)  # per step (M, 1, blocks, H)
+        # per row block s and step: K (M, 1, G, H) and d (M, 1, H), for the backward's weighted sums (a mul and an
+        # addcmul cost less than one vecdot at these sizes)
+        self.Ks = [self.K.view(T, M, 1, G, blocks, H)[..., s, :].unbind(0) for s in range(blocks)]
+        self.ds = [self.d.view(T, M, 1, blocks, H)[..., s, :].unbind(0) for s in range(blocks)]
         self.Qh3 = QTs[..., :H].reshape(T + 1, E, B * k, H).unbind(0)  # rows of Q_h, per network
         self.Qoff = QTs[..., off:off + H].unsqueeze(3).unbind(0)  # (M, k, 1, H): what d scales
         self.Y4 = QTs.view(T + 1, M, k, blocks, H).unbind(0)
@@ -164,13 +168,13 @@ class FactoredTangent(_Tangent):
         return Y.view(self.M, self.k, self.S)
 
     def slot_views(self, buf) -> list:
-        """Per slot of a buffer (C, M, n, S) of rows: (rows, as (M, n, 1, blocks, H), as (M, n, blocks, H), the
-        W part's and the diagonal's outputs)."""
+        """Per slot of a buffer (C, M, n, S) of rows: (the rows, their row blocks as (M, n, 1, H) and as (M, n, H),
+        the W part's output (E, B n, H) and the diagonal part's (M, n, H))."""
         C, M, n, S = buf.shape
         E, B, H, blocks, off = self.E, self.B, self.H, self.blocks, self.off
-        return list(zip(buf.unbind(0), buf.view(C, M, n, 1, blocks, H).unbind(0),
-                        buf.view(C, M, n, blocks, H).unbind(0), buf.view(C, E, B * n, S)[..., :H].unbind(0),
-                        buf[..., off:off + H].unbind(0)))
+        blk = [buf[..., s * H:(s + 1) * H] for s in range(blocks)]
+        return list(zip(buf.unbind(0), zip(*[b.unsqueeze(-2).unbind(0) for b in blk]), zip(*[b.unbind(0) for b in blk]),
+                        buf.view(C, E, B * n, S)[..., :H].unbind(0), buf[..., off:off + H].unbind(0)))
 
     def back(self, t: int, src, dst=None, slot: int = 0):
         """``Q_bar^T = Y_bar^T J_t`` from slot views of the rows (``slot_views``) into dst's (a new tensor if None);
@@ -184,26 +188,33 @@ class FactoredTangent(_Tangent):
     def _back(self, t: int, src, dst, Pb3, Pb4, g=None):
         """``J_t^T`` applied to rows (+ g): P_bar = sum over row blocks of K Y_bar, h part ``P_bar W`` (+ g's),
         diagonal part ``sum_blocks d Y_bar`` on the coordinates from ``off``."""
-        _, Y5, Y4, _, _ = src
+        _, Yk, Yd, _, _ = src
         _, _, _, oh, od = dst
-        torch.linalg.vecdot(Y5, self.Kv[t], dim=3, out=Pb4)  # (M, n, G, H)
+        Ks, ds = self.Ks, self.ds
+        torch.mul(Yk[0], Ks[0][t], out=Pb4)  # (M, n, G, H)
+        for s in range(1, self.blocks):
+            Pb4.addcmul_(Yk[s], Ks[s][t])
         if g is None:
             torch.bmm(Pb3, self.W, out=oh)
         else:
             torch.baddbmm(g[3], Pb3, self.W, out=oh)
         if self.off == 0:  # the diagonal acts on h itself: add to the W part
-            od.addcmul_(Y4[:, :, 0], self.dv[t][:, :, 0])
+            od.addcmul_(Yd[0], ds[0][t])
+        elif g is None:
+            torch.mul(Yd[0], ds[0][t], out=od)
         else:
-            torch.linalg.vecdot(Y4, self.dv[t], dim=2, out=od)
-            if g is not None:
-                od.add_(g[4])
+            torch.addcmul(g[4], Yd[0], ds[0][t], out=od)
+        for s in range(1, self.blocks):
+            od.addcmul_(Yd[s], ds[s][t])
 
     def state_back(self, t: int, src, g, dst):
         """``s_bar^T J_t + g^T`` on rows: slot views (``slot_views``) of (M, 1, S) -> dst."""
         self._back(t, src, dst, self.Ps3, self.Ps4, g)
 
     def backward_chunk(self) -> int:
-        C = self.chunk_steps(self.M * self.k * (self.S + 2 * self.G * self.H) * self.elem)
+        # arrays of k rows per step, no S x S ones: chunks 4x the dense map's (T = 64 at the training loop's sizes is
+        # one chunk; each costs ~20 operations)
+        C = self.chunk_steps(self.M * self.k * (self.S + 2 * self.G * self.H) * self.elem // 4)
         M, k, G, H, E, B = self.M, self.k, self.G, self.H, self.E, self.B
         self.Pb = torch.empty(C, M, k, G * H, **self.kw)
         self.Pb_views = list(zip(self.Pb.view(C, E, B * k, G * H).unbind(0), self.Pb.view(C, M, k, G, H).unbind(0)))
@@ -216,7 +227,11 @@ class FactoredTangent(_Tangent):
         the chunk's P_bar (``back``); adds the explicit W's gradient to W_bar (E, G H, H)."""
         C, M, k, S = YbT.shape
         E, B, H, G, blocks = self.E, self.B, self.H, self.G, self.blocks
-        PT = self.PTs[t0:t1].view(C, M, k, G, 1, H)
-        rho = torch.linalg.vecdot(PT, YbT.view(C, M, k, 1, blocks, H), dim=2)  # (C, M, G, blocks, H)
+        PT = self.PTs[t0:t1].view(C, M, k, G, H)
+        Yb = YbT.view(C, M, k, blocks, H)
+        rho = torch.empty(C, M, G, blocks, H, **self.kw)
+        tmp = torch.empty(C, M, k, G, H, **self.kw)
+        for s in range(blocks):  # rho_x[s H + i] = sum_k P_x Y_bar_s
+            torch.sum(torch.mul(PT, Yb[:, :, :, s:s + 1], out=tmp), 2, out=rho[..., s, :])
         W_bar += per_network_gram(self.Pb[:C].view(C, E, B * k, G * H), QT[..., :H].reshape(C, E, B * k, H))
         return rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT)
