@@ -11,6 +11,7 @@ from floss_core import FlossSchedule, TrainConfig, train
 from floss_core.cells import GRU, LSTM, TanhRNN
 from floss_core.tasks import TaskBatch, TaskConfig
 from floss_core.training import task_loss as _task_loss
+from floss_core.training import gated_steps
 from floss_core.training.gated_bptt import gated_task_loss, supports_gated_bptt
 
 task_loss = functools.partial(_task_loss, method="autograd")  # the reference these tests compare against
@@ -76,14 +77,37 @@ def test_loss_and_gradients_match_autograd_in_float64(cell, shape):
 
 
 @cells
-@pytest.mark.parametrize("checkpoint", [1, 7, 39, 40, 100])
+@pytest.mark.parametrize("checkpoint", [1, 7, 8, 39, 40, 100])
 def test_checkpointed_loss_and_gradients_match_autograd(cell, checkpoint):
-    """Stretches of 7 steps (not dividing T = 40), of one step, one step short of T, T and beyond."""
+    """Stretches of 7 steps (not dividing T = 40), of 8 (dividing it), of one step, one step short of T, T and
+    beyond."""
     model, batch = make_case(cell, 3, 2, 2, 2, 40, seed=11)
     loss, acc, grads = loss_and_grads(gated_task_loss, model, batch, checkpoint=checkpoint)
     loss_ref, acc_ref, grads_ref = loss_and_grads(task_loss, model, batch)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-13, atol=0)
     assert torch.equal(acc, acc_ref)
+    assert_grads_close(grads, grads_ref, model, 1e-12)
+
+
+@cells
+@pytest.mark.parametrize("checkpoint", [0, 7])
+def test_the_backward_in_chunks_matches_autograd(cell, checkpoint, monkeypatch):
+    """The backward's ring of adjoints holds a chunk of steps (~512 rows of steps x trajectories); with 6 rows, chunks
+    of 2 steps at B = 3, over stretches of 7 (chunks 2, 2, 2, 1) or over all 25 steps."""
+    monkeypatch.setattr(gated_steps, "_CHUNK_ROWS", 6)
+    model, batch = make_case(cell, 2, 3, 2, 2, 25, seed=19)
+    loss, acc, grads = loss_and_grads(gated_task_loss, model, batch, checkpoint=checkpoint)
+    loss_ref, acc_ref, grads_ref = loss_and_grads(task_loss, model, batch)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-13, atol=0)
+    assert_grads_close(grads, grads_ref, model, 1e-12)
+
+
+@cells
+def test_the_backward_at_the_benchmark_batch_matches_autograd(cell):
+    """B = 16: chunks of 32 steps, over T = 80 (two full chunks and a half)."""
+    model, batch = make_case(cell, 2, 16, 1, 1, 80, seed=20, H=12)
+    _, _, grads = loss_and_grads(gated_task_loss, model, batch)
+    _, _, grads_ref = loss_and_grads(task_loss, model, batch)
     assert_grads_close(grads, grads_ref, model, 1e-12)
 
 
