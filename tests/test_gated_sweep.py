@@ -6,7 +6,7 @@ import torch
 
 from floss_core.diagnostics import gate_statistics
 from floss_core.experiments import GatedSweep, build, gated_sweep, summarize_gated_sweep
-from floss_core.experiments.gated_sweep import gated_conditions
+from floss_core.experiments.gated_sweep import bracket_delays, gated_conditions
 from floss_core.experiments.common import network_generators
 from floss_core.flossing import floss
 from floss_core.tasks import bit_signal, random_bits
@@ -156,3 +156,26 @@ def test_gated_conditions_take_plain_training_from_the_probe_at_the_same_delays(
     assert torch.equal(both["success"]["none"], summary["success"]["lstm"][0, 0, 0])
     with pytest.raises(ValueError, match="lack the delays"):
         gated_conditions(flossed, "gru", [2], [3], plain=plain, plain_delays=[2])
+
+
+@pytest.mark.parametrize("counts, expected", [
+    ([9, 9, 4, 0, 0], [20, 30, 40]),  # the border (first below half) at 40: the delay before it and after it
+    ([9, 5, 5, 3, 0], [30, 40, 60]),
+    ([2, 0, 0, 0, 0], [10, 20, 30]),  # nothing learns: the shortest delays
+    ([9, 9, 9, 9, 1], [30, 40, 60]),  # the border is the last delay
+    ([9, 9, 9, 9, 9], [30, 40, 60]),  # everything learns: the longest delays
+])
+def test_bracket_delays_start_one_before_the_first_delay_below_half_success(counts, expected):
+    delays = [10, 20, 30, 40, 60]
+    success = torch.tensor([[i < c for i in range(9)] for c in counts])
+    assert bracket_delays(success, delays) == expected
+
+
+def test_bracket_delays_reject_bad_input():
+    ok = torch.ones(3, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="n"):
+        bracket_delays(ok, [1, 2, 3], n=4)
+    with pytest.raises(ValueError, match="increasing"):
+        bracket_delays(ok, [1, 3, 2])
+    with pytest.raises(ValueError, match="success"):
+        bracket_delays(ok.float(), [1, 2, 3])

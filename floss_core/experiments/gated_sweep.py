@@ -38,7 +38,7 @@ from .common import as_tuple, check_seed, network_generators
 from .sharding import Shard, join, open_executor, ranges
 
 __all__ = ["GatedSweep", "gated_sweep", "gate_inputs", "network_gate_statistics", "initial_units",
-           "summarize_gated_sweep", "gated_conditions", "GATED_CELLS"]
+           "summarize_gated_sweep", "gated_conditions", "bracket_delays", "GATED_CELLS"]
 
 GATED_CELLS = ("lstm", "gru")
 _STATE_FACTOR = {"lstm": 2, "gru": 1}  # state size S / units H
@@ -300,3 +300,26 @@ def gated_conditions(summary: dict, cell: str, ks, delays, *, plain: dict | None
         for key in _OUTCOMES:
             out[key]["none"] = plain[key][cell][bias, 0, task][index]  # (D, S)
     return out
+
+
+def bracket_delays(success, delays, n: int = 3) -> list:
+    """``n`` consecutive delays of a probe that bracket where plain training stops learning: the first delay at which
+    fewer than half of the networks succeed (the border), the one before it and those after it, shifted to stay
+    within the probe's delays (the first n if the border is the first delay, the last n if none is a border or it
+    is among the last).
+
+    success: (P, S) bool, plain training's successes at the P probe ``delays`` (ascending), e.g.
+    ``gated_conditions(...)["success"]["none"]``."""
+    delays = [int(d) for d in delays]
+    check_int("n", n, 1, len(delays), note=" (the number of probe delays)")
+    if delays != sorted(set(delays)):
+        raise ValueError(f"delays must be strictly increasing, got {delays}")
+    success = torch.as_tensor(success)
+    if success.dim() != 2 or success.shape[0] != len(delays) or success.dtype != torch.bool:
+        raise ValueError(f"success must be a bool (delays, networks) = ({len(delays)}, S) tensor, got "
+                         f"{tuple(success.shape)} {success.dtype}")
+    rate = success.double().mean(1)  # (P,)
+    failing = [i for i, r in enumerate(rate.tolist()) if r < 0.5]
+    border = failing[0] if failing else len(delays) - 1
+    start = min(max(border - 1, 0), len(delays) - n)
+    return delays[start:start + n]
