@@ -15,7 +15,10 @@ and ``log|diag R|``) is differentiable, so the exponents can be trained: that is
 The package: ``api`` (``lyapunov_spectrum``: validation, engine choice, error report), ``inputs`` (argument checks,
 QR schedule), ``tangent`` (tangent steps of any cell), ``reference`` (the reference loop), ``fast`` /
 ``fast_forward`` / ``fast_backward`` (the fast TanhRNN engine), ``qr`` (guarded Cholesky QR and the QR backward),
-``runtime`` (worker threads and buffers), ``errors`` (the error report).
+``runtime`` (worker threads and buffers), ``errors`` (the error report), ``window_report`` (the QR windows'
+stretchings an ``info`` dict receives), ``batch_means`` and ``estimate`` (``spectrum_estimate``: standard errors,
+finite-time exponents, runs to a target error), ``derived`` (Kaplan-Yorke dimension, sum of positive exponents),
+``covariant`` (covariant Lyapunov vectors by Ginelli's method, angle helpers).
 
 Two gradient modes:
     "full"      back-propagate through the state trajectory and the tangent recursion (the author's choice).
@@ -23,6 +26,9 @@ Two gradient modes:
                 explicit parameter dependence and the tangent recursion. Bounded in chaotic nets, but biased.
 """
 from .api import DEFAULT_METHOD, DEFAULT_T_ONS, METHODS, fast_lyapunov_spectrum, lyapunov_spectrum, supports_fast
+from .covariant import CovariantVectors, clv_angles, covariant_vectors, subspace_angle
+from .derived import Derived, kaplan_yorke_dimension, positive_exponent_sum
+from .estimate import SpectrumEstimate, spectrum_estimate
 from .inputs import GRADIENT_MODES, check_finite_parameters, prepare_inputs
 from .qr import cholesky_qr, qr_log_diag_backward
 from .runtime import clear_workspace
@@ -30,4 +36,6 @@ from .tangent import jvp_tangent_step, tangent_step
 
 __all__ = ["lyapunov_spectrum", "fast_lyapunov_spectrum", "tangent_step", "jvp_tangent_step", "supports_fast",
            "check_finite_parameters", "prepare_inputs", "cholesky_qr", "qr_log_diag_backward", "clear_workspace",
-           "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS", "GRADIENT_MODES"]
+           "DEFAULT_METHOD", "DEFAULT_T_ONS", "METHODS", "GRADIENT_MODES", "spectrum_estimate", "SpectrumEstimate",
+           "kaplan_yorke_dimension", "positive_exponent_sum", "Derived", "covariant_vectors", "CovariantVectors",
+           "clv_angles", "subspace_angle"]
