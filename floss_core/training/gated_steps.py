@@ -48,7 +48,7 @@ class LSTMSteps:
         c2_t = f c2_{t-1} + i (4 q_g - 2),   k_t = tanh(c_t) = 2 sigmoid(c2_t) - 1,   h_t = o k_t.
 
     With gradients the forward turns each step's gates, while in cache, into the local derivatives
-    R = q (1 - q) [2g, c2_{t-1}, 4i, k] (stored in P (E, L, B, 4H)) and stores [o (1 - k^2), f] in QF (E, L + 1, B,
+    R = q (1 - q) [2g, c2_{t-1}, 4i, k] (stored in P (L, E, B, 4H)) and stores [o (1 - k^2), f] in QF (L + 1, E, B,
     2H; the last row unused); without, P keeps the gates. The backward, with dc2 the adjoint of c2,
 
         dh_t = a'_{t+1} W' + G_t V,   dc2_t = dc2_{t+1} f_{t+1} + dh_t o (1 - k^2) / 2,
@@ -103,10 +103,10 @@ class LSTMSteps:
         Ms = [M[j].unbind(2) for j in range(2)]
         Mf = [M[j].view(E, B, 4 * H) for j in range(2)]
         a = Hs.new_empty(E, B, 4 * H)
-        gi, gf, gg, go = (g.unbind(1) for g in P.view(E, L, B, 4, H).unbind(3))
-        Pv, Hv, Hx = P.unbind(1), Hs[..., :H].unbind(1), Hs.unbind(1)
+        gi, gf, gg, go = (g.unbind(0) for g in P.view(L, E, B, 4, H).unbind(3))
+        Pv, Hv, Hx = P.unbind(0), Hs[..., :H].unbind(1), Hs.unbind(1)
         if grad:
-            Qv, Fv = QF[..., :H].unbind(1), QF[..., H:].unbind(1)
+            Qv, Fv = QF[..., :H].unbind(0), QF[..., H:].unbind(0)
         minus2, minus1, four = _const(-2.0, h), _const(-1.0, h), _const(4.0, h)
         bmm, sigmoid, add, mul, addcmul = torch.bmm, torch.sigmoid, torch.add, torch.mul, torch.addcmul
         for t in range(L):
@@ -129,13 +129,13 @@ class LSTMSteps:
         grads["Wx"] (E, 4H, K) (None: not needed). Returns the carry out of its first step and, with ``need_x``, the
         inputs' gradient (E, L, B, I)."""
         dh_in, dc2 = carry
-        E, L, B, _ = P.shape
+        L, E, B, _ = P.shape
         H, K = self.H, Hs.shape[-1]
         C, chunks = _chunks(L, B)
         ring = P.new_empty(E, C, B, 4 * H)  # the adjoints a' of up to C steps
         Av, ifg, ao = ring.unbind(1), ring.view(E, C, B, 4, H)[:, :, :, :3].unbind(1), ring[..., 3 * H:].unbind(1)
-        Rifg, Ro = P.view(E, L, B, 4, H)[:, :, :, :3].unbind(1), P[..., 3 * H:].unbind(1)
-        Qv, Fv, Gv = QF[..., :H].unbind(1), QF[..., H:].unbind(1), G.unbind(1)
+        Rifg, Ro = P.view(L, E, B, 4, H)[:, :, :, :3].unbind(0), P[..., 3 * H:].unbind(0)
+        Qv, Fv, Gv = QF[..., :H].unbind(0), QF[..., H:].unbind(0), G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]  # (E, 1, H) per output
         dh = P.new_empty(E, B, H)
         dc2 = dc2.clone()
@@ -180,7 +180,7 @@ class GRUSteps:
     """The GRU of ``floss_core.cells.gated`` with the n rows of W, U, b, b_h doubled (n = 2 sigmoid(pre') - 1 with
     pre' = u'_n + r m'_n = 2 (u_n + r m_n)). Per step one matmul ``[h, s, 1] Wx`` gives [a_r, a_z, m'_n] (a: input
     and recurrent parts with both biases; m'_n the recurrent n part with its bias), u'_n comes from one matmul per
-    stretch (buffer Un), and R (E, L, B, 5H) receives [R_r, r, z, R_z, R_n] with the local derivatives
+    stretch (buffer Un), and R (L, E, B, 5H) receives [R_r, r, z, R_z, R_n] with the local derivatives
 
         R_r = m'_n r (1 - r),   R_z = (h - n) z (1 - z),   R_n = sn (1 - sn) (1 - z)   (sn = sigmoid(pre')).
 
@@ -234,8 +234,8 @@ class GRUSteps:
         arz, mn = a[..., :2 * H], a[..., 2 * H:]  # [a_r, a_z], m'_n
         n, hmn, D = Hs.new_empty(E, B, H), Hs.new_empty(E, B, H), Hs.new_empty(E, B, 2 * H)
         Dr, Dz = D[..., :H], D[..., H:]
-        rz = R[..., H:3 * H].unbind(1)
-        Rr, r, z, Rz, sn = (s.unbind(1) for s in R.view(E, L, B, 5, H).unbind(3))  # sn: then R_n
+        rz = R[..., H:3 * H].unbind(0)
+        Rr, r, z, Rz, sn = (s.unbind(0) for s in R.view(L, E, B, 5, H).unbind(3))  # sn: then R_n
         Hv, Hx, Uv = Hs[..., :H].unbind(1), Hs.unbind(1), Un.unbind(1)
         m1 = _const(-1.0, h)
         sigmoid, addcmul, mul = torch.sigmoid, torch.addcmul, torch.mul
@@ -258,15 +258,15 @@ class GRUSteps:
         Adds the weight gradients into grads (None: not needed). Returns the carry out of its first step and, with
         ``need_x``, the inputs' gradient (E, L, B, I)."""
         (dh_in,) = carry
-        E, L, B, _ = R.shape
+        L, E, B, _ = R.shape
         H, K = self.H, Hs.shape[-1]
         C, chunks = _chunks(L, B)
         ring = R.new_empty(E, C, B, 4 * H)  # [rho, q, a_z, p] of up to C steps
         rv = ring.view(E, C, B, 4, H)
         zp, rq = rv[:, :, :, 2:4].unbind(1), rv[:, :, :, 0:2].unbind(1)  # (E, B, 2, H) per row
         p, A3 = ring[..., None, 3 * H:].unbind(1), ring[..., :3 * H].unbind(1)  # (E, B, 1, H), (E, B, 3H)
-        Rv = R.view(E, L, B, 5, H)
-        RzRn, Rrr, z = Rv[:, :, :, 3:5].unbind(1), Rv[:, :, :, 0:2].unbind(1), Rv[:, :, :, 2].unbind(1)
+        Rv = R.view(L, E, B, 5, H)
+        RzRn, Rrr, z = Rv[:, :, :, 3:5].unbind(0), Rv[:, :, :, 0:2].unbind(0), Rv[:, :, :, 2].unbind(0)
         Gv = G.unbind(1)
         Vo = [self.V[:, None, o] for o in range(G.shape[-1])]
         dh, nxt = R.new_empty(E, B, H), R.new_empty(E, B, H)
