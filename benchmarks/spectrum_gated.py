@@ -12,9 +12,10 @@
    backward, Adam step; with ``+ 0.1 * floss_core.adapters.flossing_loss_of(rnn, x[:4], k=8)`` (float32, the
    module's dtype) against the same step without it; also with the reference engine.
 
-Prints wall time (min / median of the repeats, ms) and the ratios of medians. The methods of a table run interleaved
-repeat by repeat in one process, so that a change of load on a shared machine hits all alike; run it in a fresh
-process and note the load (``uptime``).
+Prints wall time (min / median of the repeats, ms), the CPU time of this process (median) and the ratios of medians.
+The methods of a table run interleaved repeat by repeat in one process, so that a change of load on a shared machine
+hits all alike; on a busy machine the one-thread CPU-time ratios are the steadier numbers (they do not count the time
+other processes hold the core). Run it in a fresh process and note the load (``uptime``).
 """
 import argparse
 import statistics
@@ -63,37 +64,45 @@ def bench_spectrum(repeats: int, size: dict, threads: int):
     for _ in range(repeats):
         for key, go, n_threads in calls:
             torch.set_num_threads(n_threads)
-            runs[key].append(timed(go, "cpu")[0] / E)
+            wall, cpu = timed(go, "cpu")
+            runs[key].append((wall / E, cpu / E))
             torch.set_num_threads(threads)
     return runs, info
 
 
+def med(r, i=0):
+    """Median wall (i = 0) or CPU (i = 1) time of runs [(wall, cpu), ...]."""
+    return statistics.median(v[i] for v in r)
+
+
 def best(runs, name, method):
-    """The faster thread count's runs (by median) of one method."""
-    keys = [key for key in runs if key[:2] == (name, method)]
-    return min((runs[key] for key in keys), key=statistics.median), min(keys, key=lambda c: statistics.median(runs[c]))
+    """The faster thread count's runs (by median wall time) of one method, and its key."""
+    key = min((key for key in runs if key[:2] == (name, method)), key=lambda c: med(runs[c]))
+    return runs[key], key
 
 
 def print_spectrum(runs, info, size, threads):
     S, k, T, E = size["S"], size["k"], size["T"], size["E"]
     print(f"\n## spectrum: S = {S}, k = {k}, T = {T}, E = {E}, float64, forward + backward of sum(lambda); ms per "
           "network")
-    print("| cell | method | threads | wall min / median | QRs |")
-    print("|---|---|---|---|---|")
+    print("| cell | method | threads | wall min / median | CPU median | QRs |")
+    print("|---|---|---|---|---|---|")
     for key, r in runs.items():
         n_qr = info[key].get("n_qr", T) if key[1] == "fast" else T
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {1e3 * min(r):.1f} / {1e3 * statistics.median(r):.1f} | "
-              f"{n_qr:g} |")
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {1e3 * min(w for w, _ in r):.1f} / {1e3 * med(r):.1f} | "
+              f"{1e3 * med(r, 1):.1f} | {n_qr:g} |")
     tanh, tanh_key = best(runs, "TanhRNN", "fast")
-    print("\n| cell | fast (threads) | reference (threads) | reference / fast | fast / TanhRNN fast |")
-    print("|---|---|---|---|---|")
+    print("\n| cell | fast (threads) | reference (threads) | reference / fast | fast / TanhRNN fast | "
+          "1 thread, CPU time: reference / fast, fast / TanhRNN |")
+    print("|---|---|---|---|---|---|")
     for name in ("GRU", "LSTM"):
         fast, fk = best(runs, name, "fast")
         ref, rk = best(runs, name, "reference")
-        print(f"| {name} | {1e3 * statistics.median(fast):.1f} ({fk[2]}) | {1e3 * statistics.median(ref):.1f} "
-              f"({rk[2]}) | {statistics.median(ref) / statistics.median(fast):.2f}x | "
-              f"{statistics.median(fast) / statistics.median(tanh):.2f}x (TanhRNN {1e3 * statistics.median(tanh):.1f}"
-              f" ms, {tanh_key[2]} threads) |")
+        cpu = {m: med(runs[(n, m, 1)], 1) for n, m in ((name, "fast"), (name, "reference"))}
+        tanh_cpu = med(runs[("TanhRNN", "fast", 1)], 1)
+        print(f"| {name} | {1e3 * med(fast):.1f} ({fk[2]}) | {1e3 * med(ref):.1f} ({rk[2]}) | "
+              f"{med(ref) / med(fast):.2f}x | {med(fast) / med(tanh):.2f}x (TanhRNN {1e3 * med(tanh):.1f} ms, "
+              f"{tanh_key[2]} threads) | {cpu['reference'] / cpu['fast']:.2f}x, {cpu['fast'] / tanh_cpu:.2f}x |")
 
 
 def bench_training(repeats: int, threads: int, quick: bool):
@@ -127,7 +136,7 @@ def bench_training(repeats: int, threads: int, quick: bool):
                 for method in r:
                     if method == "reference" and rep >= max(2, repeats // 2):
                         continue  # slow: fewer repeats
-                    r[method].append(timed(lambda: step(method), "cpu")[0])
+                    r[method].append(timed(lambda: step(method), "cpu"))
             rows[(kind, n_threads)] = r
         torch.set_num_threads(threads)
     return rows
@@ -138,13 +147,15 @@ def print_training(rows, quick: bool):
     print(f"\n## training step: nn.GRU / nn.LSTM (H = {H}), batch {H} x {H} steps, Adam; + 0.1 flossing_loss_of("
           "rnn, x[:4], k=8); ms per step")
     print("| module | threads | plain min / median | + fast flossing | + reference flossing | fast / plain | "
-          "reference / plain |")
-    print("|---|---|---|---|---|---|---|")
+          "reference / plain | CPU time: fast / plain, reference / plain |")
+    print("|---|---|---|---|---|---|---|---|")
     for (kind, n_threads), r in rows.items():
-        med = {m: statistics.median(v) for m, v in r.items()}
-        print(f"| nn.{kind} | {n_threads} | " + " | ".join(f"{1e3 * min(r[m]):.1f} / {1e3 * med[m]:.1f}"
-                                                         for m in (None, "fast", "reference"))
-              + f" | {med['fast'] / med[None]:.2f}x | {med['reference'] / med[None]:.1f}x |")
+        m = {k: med(v) for k, v in r.items()}
+        c = {k: med(v, 1) for k, v in r.items()}
+        print(f"| nn.{kind} | {n_threads} | " + " | ".join(f"{1e3 * min(w for w, _ in r[k]):.1f} / {1e3 * m[k]:.1f}"
+                                                         for k in (None, "fast", "reference"))
+              + f" | {m['fast'] / m[None]:.2f}x | {m['reference'] / m[None]:.1f}x | {c['fast'] / c[None]:.2f}x, "
+                f"{c['reference'] / c[None]:.1f}x |")
 
 
 def main():

@@ -56,8 +56,7 @@ def backward_group(saved, lam_bar, need):
                 Q_bar = back(t, V[0], views[(n + 1) % 2][bounds[n + 1][1] - bounds[n + 1][0] - 1], slot=0)
             else:
                 Q0_barT = back(0, V[0], None, slot=0)
-        rho, d_bar = tangent.adjoint(QTs[t0:t1], Y[:t1 - t0], t0, t1, WJ_bar)
-        for i, cb in enumerate(kernel.coef_bar_of(rho, d_bar, coefs, t0, t1)):
+        for i, cb in enumerate(tangent.adjoint(QTs[t0:t1], Y[:t1 - t0], t0, t1, WJ_bar)):
             coef_bar[i, t0:t1] = cb
 
     # 2. the coefficients' adjoints back to the pre-activations and the entering state, all steps at once

@@ -17,7 +17,8 @@ LSTM (S = 2H, state [h, c]):
     a_o = tanh(c') o (1 - o),  beta = o (1 - tanh(c')^2)
 
 Both have the form ``(J q)[r] = sum_x K_x[r] (W_x q_h)[r mod H] + d[r] q[off + r mod H]`` (``row_coefs``,
-``diag_coefs``, ``diag_offset``), which ``gated_tangent`` applies, stored whole or as scalings of ``W Q``.
+``diag_coefs``, ``diag_offset``), which ``gated_tangent`` applies, its columns on h stored (``build_columns``) or as
+scalings of ``W Q``.
 
 Every coefficient is a function of the step's gates (``gates``: from the pre-activations and the entering state, all
 steps at once), so their adjoints go back to the pre-activations elementwise over all steps at once: ``coef_partials``
@@ -163,6 +164,16 @@ class GRUKernel(_Kernel):
         """d (T, E, B, H): J's diagonal part, z on h."""
         return coefs[3]
 
+    def build_columns(self, coefs, t0: int, t1: int, out):
+        """J of steps [t0, t1) (its columns are all on h) into out (C, E, B, H, H): the three scaled gate blocks and
+        the diagonal z."""
+        cr, cz, cn, z = (c[t0:t1].unsqueeze(-1) for c in coefs)  # (C, E, B, H, 1)
+        Wg = self.Wg.unsqueeze(1)  # (E, 1, G, H, H)
+        torch.mul(Wg[:, :, 0], cr, out=out)
+        out.addcmul_(Wg[:, :, 1], cz)
+        out.addcmul_(Wg[:, :, 2], cn)
+        out.diagonal(dim1=-2, dim2=-1).add_(z.squeeze(-1))
+
     @staticmethod
     def row_coefs(coefs, t0: int, t1: int):
         """K (C, E, B, 3, H): the row scalings of W_r, W_z, W_n in J for steps [t0, t1)."""
@@ -257,6 +268,19 @@ class LSTMKernel(_Kernel):
         beta, f = coefs[4], coefs[5]
         return torch.cat([beta * f, f], dim=-1)
 
+    def build_columns(self, coefs, t0: int, t1: int, out):
+        """J's columns on h of steps [t0, t1) into out (C, E, B, 2H, H): J_hh over J_ch (their c columns are the
+        diagonal d). J_ch from three scaled gate blocks, then J_hh = diag(a_o) W_o + diag(beta) J_ch."""
+        ai, af, ag, ao, beta, _ = (c[t0:t1].unsqueeze(-1) for c in coefs)  # (C, E, B, H, 1)
+        H = self.H
+        Jhh, Jch = out[..., :H, :], out[..., H:, :]
+        Wg = self.Wg.unsqueeze(1)  # (E, 1, G, H, H)
+        torch.mul(Wg[:, :, 0], ai, out=Jch)
+        Jch.addcmul_(Wg[:, :, 1], af)
+        Jch.addcmul_(Wg[:, :, 2], ag)
+        torch.mul(Wg[:, :, 3], ao, out=Jhh)
+        Jhh.addcmul_(Jch, beta)
+
     @staticmethod
     def row_coefs(coefs, t0: int, t1: int):
         """K (C, E, B, 4, 2H): the row scalings of W_i, W_f, W_g, W_o in [J_hh; J_ch] for steps [t0, t1)."""
@@ -279,6 +303,28 @@ class LSTMKernel(_Kernel):
         beta_bar = (torch.stack([ai, af, ag], -2) * top[..., :3, :]).sum(-2).addcmul_(d_top, f)
         return a_bar[..., 0, :], a_bar[..., 1, :], a_bar[..., 2, :], top[..., 3, :], beta_bar, \
             torch.addcmul(d_bot, d_top, beta)
+
+    def dense_adjoint(self, JT_bar, d_bar, coefs, t0: int, t1: int, J, W_bar):
+        """The coefficients' adjoints of steps [t0, t1) from J's adjoint on the h columns, JT_bar (C, E, B, H_j, 2,
+        H_i) (the J_hh rows, then the J_ch rows), and the diagonal's d_bar (C, E, B, 2H); adds the explicit W's
+        gradient to W_bar (E, 4H, H). With J_hh = diag(a_o) W_o + diag(beta) J_ch (J the stored columns
+        (C, E, B, 2H, H)), J_ch's total adjoint is its own plus beta times J_hh's: 9 passes over the (H x H) arrays
+        fewer than contracting every gate with both row blocks."""
+        H = self.H
+        ai, af, ag, ao, beta, f = (c[t0:t1] for c in coefs)  # (C, E, B, H)
+        A, Bm = JT_bar[..., 0, :], JT_bar[..., 1, :]  # (C, E, B, H_j, H_i): J_hh's and J_ch's adjoints
+        Bt = torch.addcmul(Bm, A, beta.unsqueeze(-2))  # J_ch's total adjoint
+        tmp = torch.empty_like(Bt)
+        WT = self.Wg.mT.unsqueeze(1)  # (E, 1, G, H_j, H_i)
+        WbT = torch.empty(self.E, H, H, dtype=Bt.dtype, device=Bt.device)
+        out = []
+        for x, (adj, coef) in enumerate(((Bt, ai), (Bt, af), (Bt, ag), (A, ao))):
+            out.append(torch.sum(torch.mul(adj, WT[:, :, x], out=tmp), -2))  # sum_j adj[j, i] W_x[i, j]
+            torch.sum(torch.mul(adj, coef.unsqueeze(-2), out=tmp), (0, 2), out=WbT)
+            W_bar[:, x * H:(x + 1) * H] += WbT.mT
+        d_top, d_bot = d_bar[..., :H], d_bar[..., H:]
+        beta_bar = torch.sum(torch.mul(A, J[..., H:, :].mT, out=tmp), -2).addcmul_(d_top, f)  # J_hh_bar . J_ch
+        return (*out, beta_bar, torch.addcmul(d_bot, d_top, beta))
 
     def param_grads(self, pre_bar, S_prev, X, need):
         """Gradients of (W via the pre-activation, U, b, None, X) from a_bar (T, E, B, 4H)."""

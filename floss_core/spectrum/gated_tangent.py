@@ -1,4 +1,4 @@
-"""The tangent maps of the fast gated engine, two ways: the Jacobians stored whole ("dense", many exponents) or as
+"""The tangent maps of the fast gated engine, two ways: the Jacobians' W part stored ("dense", many exponents) or as
 scalings of ``W Q`` ("factored", few exponents); and the adjoints of their coefficients over chunks of steps.
 
 Both cells' Jacobians have the form (``gated_cells``; rows r of the state, G gate blocks W_x (H x H) of W acting on
@@ -13,15 +13,18 @@ off = H.) What the backward needs of a chunk of steps, with ``J_bar_t = Y_bar_t 
     d_bar[r] = sum_k Y_bar[r, k] Q[off + r mod H, k]                (the diagonal's), and
     W_x_bar += sum over steps and row blocks of diag(K_x) J_bar     (the explicit W's gradient).
 
-"dense": J (T, M, S, S) built from K and d in chunks of steps (a few elementwise operations each), then every
-per-step operation is one matmul (2 k S^2 flops); the adjoint forms J_bar per step by one batched matmul per chunk and
-contracts it elementwise with W and K. Reading J costs S^2 numbers per step and trajectory, so with few vectors
-(k = 8: measured 2.3-2.6x slower than with J in cache) it is memory-bound.
+"dense": J's columns on the h part, ``J_h`` (T, M, S, H), built by the cell (``build_columns``: a few elementwise
+operations per chunk of steps; the GRU's diagonal folded in, the LSTM's applied elementwise on c), then a tangent
+step is one matmul (2 k S H flops) and, for the LSTM, one multiply-add; the adjoint forms J_bar per step by one
+batched matmul per chunk and contracts it elementwise with W and K. Reading J_h costs S H numbers per step and
+trajectory, so with few vectors (k = 8: measured 2.3-2.6x slower than with it in cache) it is memory-bound.
 
 "factored": per step ``P^T = Q_h^T W^T`` (one matmul with the shared W, 2 k G H^2 flops, stored for the adjoint),
 then ``Y = sum_x K_x P_x + d q_off`` (a few elementwise operations on (M, k, G, H) arrays); backward
 ``P_bar = sum_blocks K Y_bar``, ``Q_bar_h = P_bar W`` plus the diagonal's part; the adjoint takes
-``rho_x = sum_k Y_bar P_x`` and ``W_bar += P_bar Q_h^T`` (one matmul per chunk). Nothing S x S per step.
+``rho_x = sum_k Y_bar P_x`` and ``W_bar += P_bar Q_h^T`` (one matmul per chunk). Nothing of size S x H per step.
+
+Every per-step and per-slot view is made once: at these sizes a view costs about what a small operation does.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from .gated_cells import per_network_gram
 from .runtime import take_buffer
 
 __all__ = ["tangent_map", "DenseTangent", "FactoredTangent"]
+
 _CHUNK_BYTES = 2 ** 22  # per chunk of steps, the arrays of all its trajectories: ~4 MiB
 
 
@@ -41,21 +45,50 @@ def tangent_map(kernel, coefs, T: int, k: int, QTs: torch.Tensor):
 
 
 class _Tangent:
-    """Shared set-up: the coefficients K (T, M, G, S) and d (T, M, S) of every step, the per-step views."""
+    """Shared set-up: the coefficients K (T, M, G, S) and d (T, M, S) of every step, the views of the bases QTs
+    (T + 1, M, k, S) and of the buffers of rows the backward uses."""
 
     def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
-        self.kernel, self.k, self.T = kernel, k, T
+        self.kernel, self.coefs, self.k, self.T = kernel, coefs, k, T
         E, B, H, G, S = kernel.E, kernel.B, kernel.H, kernel.n_gates, kernel.S
-        self.E, self.B, self.H, self.G, self.S, self.M = E, B, H, G, S, E * B
-        self.blocks, self.off = S // H, kernel.diag_offset
+        M = E * B
+        self.E, self.B, self.H, self.G, self.S, self.M = E, B, H, G, S, M
+        blocks, off = S // H, kernel.diag_offset
+        self.blocks, self.off = blocks, off
         self.kw = dict(dtype=QTs.dtype, device=QTs.device)
-        self.K = kernel.row_coefs(coefs, 0, T).reshape(T, self.M, G, S)  # (T, M, G, S)
-        self.d = kernel.diag_coefs(coefs).reshape(T, self.M, S)  # (T, M, S)
         self.elem = QTs.element_size()
+        self.K = kernel.row_coefs(coefs, 0, T).reshape(T, M, G, S)  # (T, M, G, S)
+        self.d = kernel.diag_coefs(coefs).reshape(T, M, S)  # (T, M, S)
+        self.dv = self.d.view(T, M, 1, blocks, H).unbind(0)  # per step (M, 1, blocks, H)
+        self.ds = [self.d.view(T, M, 1, blocks, H)[..., s, :].unbind(0) for s in range(blocks)]  # (M, 1, H)
+        self.QTv = QTs.unbind(0)
+        self.Qh = QTs[..., :H].unbind(0)  # (M, k, H): the rows' h part
+        self.Qoff = QTs[..., off:off + H].unsqueeze(3).unbind(0)  # (M, k, 1, H): what d scales
+        self.Y4 = QTs.view(T + 1, M, k, blocks, H).unbind(0)
 
     def chunk_steps(self, per_step_bytes: int) -> int:
         """Steps per chunk: as many as fit ``_CHUNK_BYTES`` (at least 1, at most T)."""
         return max(1, min(self.T, _CHUNK_BYTES // max(1, per_step_bytes)))
+
+    def slot_views(self, buf) -> list:
+        """Per slot of a buffer (C, M, n, S) of rows: (the rows, their row blocks as (M, n, 1, H) and as (M, n, H),
+        the h part's output per network (E, B n, H) and per trajectory (M, n, H), the diagonal part's (M, n, H))."""
+        C, M, n, S = buf.shape
+        E, B, H, blocks, off = self.E, self.B, self.H, self.blocks, self.off
+        blk = [buf[..., s * H:(s + 1) * H] for s in range(blocks)]
+        return list(zip(buf.unbind(0), zip(*[b.unsqueeze(-2).unbind(0) for b in blk]), zip(*[b.unbind(0) for b in blk]),
+                        buf.view(C, E, B * n, S)[..., :H].unbind(0), buf[..., :H].unbind(0),
+                        buf[..., off:off + H].unbind(0)))
+
+    def diag_back(self, t: int, Yd, od, g=None):
+        """The diagonal part of ``J_t^T`` on the coordinates from ``off`` >= H: ``od = sum_blocks d Y_bar (+ g)``."""
+        ds = self.ds
+        if g is None:
+            torch.mul(Yd[0], ds[0][t], out=od)
+        else:
+            torch.addcmul(g, Yd[0], ds[0][t], out=od)
+        for s in range(1, self.blocks):
+            od.addcmul_(Yd[s], ds[s][t])
 
     def diag_adjoint(self, QT, YbT):
         """d_bar (C, E, B, S) from the chunk's rows QT and YbT (C, M, k, S)."""
@@ -66,60 +99,59 @@ class _Tangent:
 
 
 class DenseTangent(_Tangent):
-    """J (T, M, S, S) of every step, stored; one matmul per step (see the module docstring)."""
+    """J's columns on the h part, J_h (T, M, S, H), of every step, stored (see the module docstring)."""
 
     def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
         super().__init__(kernel, coefs, T, k, QTs)
-        M, S, H, G = self.M, self.S, self.H, self.G
-        self.J = take_buffer((T, M, S, S), QTs.dtype, QTs.device)
-        Wt = kernel.Wg.repeat(1, 1, self.blocks, 1).view(self.E, 1, G, S, H)  # W_x tiled over the row blocks
-        Wt = Wt.expand(self.E, self.B, G, S, H).reshape(M, G, S, H) if self.B > 1 else Wt.view(M, G, S, H)
-        chunk = self.chunk_steps(M * S * S * self.elem)
+        M, S, H = self.M, self.S, self.H
+        self.J = take_buffer((T, M, S, H), QTs.dtype, QTs.device)
+        chunk = self.chunk_steps(M * S * H * self.elem)
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
-            out, K = self.J[t0:t1], self.K[t0:t1].unsqueeze(-1)  # (C, M, S, S), (C, M, G, S, 1)
-            Jh = out[..., :H]
-            torch.mul(Wt[:, 0], K[:, :, 0], out=Jh)
-            for x in range(1, G):
-                Jh.addcmul_(Wt[:, x], K[:, :, x])
-            if S > H:
-                out[..., H:].zero_()
-            for s in range(self.blocks):
-                out[..., s * H:(s + 1) * H, self.off:self.off + H].diagonal(dim1=-2, dim2=-1).add_(
-                    self.d[t0:t1, :, s * H:(s + 1) * H])
+            kernel.build_columns(coefs, t0, t1, self.J[t0:t1].view(t1 - t0, self.E, self.B, S, H))
         self.Jv, self.JTv = self.J.unbind(0), self.J.mT.unbind(0)
-        self.QTv = QTs.unbind(0)
 
     def buffers(self) -> list:
         return [self.J]
 
-    def slot_views(self, buf) -> list:
-        """Per slot of a buffer (C, M, n, S) of rows: what ``back`` and ``state_back`` take (the slot itself)."""
-        return list(buf.unbind(0))
-
     def push(self, t: int, out=None):
-        """``Y^T = Q^T J_t^T`` for the rows QTs[t] (M, k, S) -> (M, k, S), into QTs[t + 1] if ``out`` is given (it is
+        """``Y^T = Q^T J_t^T`` for the rows QTs[t] -> (M, k, S), into QTs[t + 1] if ``out`` is given (it is
         QTs[t + 1])."""
-        return torch.bmm(self.QTv[t], self.JTv[t], out=None if out is None else self.QTv[t + 1])
+        Y = torch.bmm(self.Qh[t], self.JTv[t], out=None if out is None else self.QTv[t + 1])
+        if self.off:  # the diagonal on c
+            Y.view(self.M, self.k, self.blocks, self.H).addcmul_(self.Qoff[t], self.dv[t])
+        return Y
 
     def back(self, t: int, src, dst=None, slot: int = 0):
-        """``Q_bar^T = Y_bar^T J_t``: slot views of (M, k, S) rows -> dst (a new tensor if None)."""
-        return torch.bmm(src, self.Jv[t], out=dst)
+        """``Q_bar^T = Y_bar^T J_t`` from slot views of the rows (``slot_views``) into dst's (a new tensor if None)."""
+        if dst is None:
+            dst = self.slot_views(torch.empty_like(src[0]).unsqueeze(0))[0]
+        torch.bmm(src[0], self.Jv[t], out=dst[4])
+        if self.off:
+            self.diag_back(t, src[2], dst[5])
+        return dst[0]
 
     def state_back(self, t: int, src, g, dst):
-        """``s_bar^T J_t + g^T`` on rows: slot views of (M, 1, S) -> dst."""
-        torch.baddbmm(g, src, self.Jv[t], out=dst)
+        """``s_bar^T J_t + g^T`` on rows: slot views (``slot_views``) of (M, 1, S) -> dst."""
+        torch.baddbmm(g[4], src[0], self.Jv[t], out=dst[4])
+        if self.off:
+            self.diag_back(t, src[2], dst[5], g[5])
 
     def backward_chunk(self) -> int:
         return self.chunk_steps(self.M * self.S * max(self.H, self.k) * self.elem)
 
     def adjoint(self, QT, YbT, t0: int, t1: int, W_bar):
-        """rho (C, E, B, G, S) and d_bar (C, E, B, S) of steps [t0, t1) from the rows QT and YbT (C, M, k, S);
-        adds the explicit W's gradient to W_bar (E, G H, H)."""
+        """The coefficients' adjoints (n_coefs tensors (C, E, B, H)) of steps [t0, t1) from the rows QT and YbT
+        (C, M, k, S); adds the explicit W's gradient to W_bar (E, G H, H). The cell contracts J_bar itself where it
+        has a cheaper way (``dense_adjoint``), else rho and d_bar (module docstring) are formed here."""
         C, M, k, S = YbT.shape
         E, B, H, G, blocks = self.E, self.B, self.H, self.G, self.blocks
         JT_bar = torch.bmm(QT[..., :H].reshape(C * M, k, H).mT, YbT.reshape(C * M, k, S))
         JT_bar = JT_bar.view(C, E, B, H, blocks, H)  # [j, s, i]: the adjoint of J[s H + i, j]
+        d_bar = self.diag_adjoint(QT, YbT)
+        if hasattr(self.kernel, "dense_adjoint"):
+            J = self.J[t0:t1].view(C, E, B, S, H)
+            return self.kernel.dense_adjoint(JT_bar, d_bar, self.coefs, t0, t1, J, W_bar)
         K = self.K[t0:t1].view(C, E, B, G, blocks, H)
         rho = torch.empty(C, E, B, G, blocks, H, **self.kw)
         tmp = torch.empty_like(JT_bar)
@@ -129,29 +161,24 @@ class DenseTangent(_Tangent):
             torch.sum(torch.mul(JT_bar, WT[:, :, x], out=tmp), -3, out=rho[..., x, :, :])
             torch.sum(torch.mul(JT_bar, K[..., x, :, :].unsqueeze(-3), out=tmp), (0, 2), out=WbT)
             W_bar[:, x * H:(x + 1) * H] += WbT.sum(2).mT
-        return rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT)
+        return self.kernel.coef_bar_of(rho.view(C, E, B, G, S), d_bar, self.coefs, t0, t1)
 
 
 class FactoredTangent(_Tangent):
     """``P^T = Q_h^T W^T`` of every step, stored; a matmul and two weighted sums per step (see the module
-    docstring). Every per-step and per-slot view is made once: at these sizes a view costs about what an operation
-    does."""
+    docstring)."""
 
     def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
         super().__init__(kernel, coefs, T, k, QTs)
-        E, B, M, G, H, blocks, off = self.E, self.B, self.M, self.G, self.H, self.blocks, self.off
+        E, B, M, G, H, blocks = self.E, self.B, self.M, self.G, self.H, self.blocks
         self.PTs = take_buffer((T, M, k, G * H), QTs.dtype, QTs.device)  # (W Q_h)^T of every step
         self.P3 = self.PTs.view(T, E, B * k, G * H).unbind(0)  # the matmul's output
         self.P5 = self.PTs.view(T, M, k, G, 1, H).unbind(0)  # for the weighted sum over the gates
         self.Kv = self.K.view(T, M, 1, G, blocks, H).unbind(0)  # per step (M, 1, G, blocks, H)
-        self.dv = self.d.view(T, M, 1, blocks, H).unbind(0)  # per step (M, 1, blocks, H)
-        # per row block s and step: K (M, 1, G, H) and d (M, 1, H), for the backward's weighted sums (a mul and an
-        # addcmul cost less than one vecdot at these sizes)
+        # per row block s and step: K (M, 1, G, H), for the backward's weighted sums (a mul and an addcmul cost less
+        # than one vecdot at these sizes)
         self.Ks = [self.K.view(T, M, 1, G, blocks, H)[..., s, :].unbind(0) for s in range(blocks)]
-        self.ds = [self.d.view(T, M, 1, blocks, H)[..., s, :].unbind(0) for s in range(blocks)]
         self.Qh3 = QTs[..., :H].reshape(T + 1, E, B * k, H).unbind(0)  # rows of Q_h, per network
-        self.Qoff = QTs[..., off:off + H].unsqueeze(3).unbind(0)  # (M, k, 1, H): what d scales
-        self.Y4 = QTs.view(T + 1, M, k, blocks, H).unbind(0)
         self.WT, self.W = kernel.W.mT, kernel.W  # (E, H, G H), (E, G H, H)
         self.Pb = None  # (chunk, M, k, G H): P_bar of a chunk's steps, set by the backward
         self.Pb_views = None
@@ -167,15 +194,6 @@ class FactoredTangent(_Tangent):
         Y.addcmul_(self.Qoff[t], self.dv[t])  # (M, k, blocks, H)
         return Y.view(self.M, self.k, self.S)
 
-    def slot_views(self, buf) -> list:
-        """Per slot of a buffer (C, M, n, S) of rows: (the rows, their row blocks as (M, n, 1, H) and as (M, n, H),
-        the W part's output (E, B n, H) and the diagonal part's (M, n, H))."""
-        C, M, n, S = buf.shape
-        E, B, H, blocks, off = self.E, self.B, self.H, self.blocks, self.off
-        blk = [buf[..., s * H:(s + 1) * H] for s in range(blocks)]
-        return list(zip(buf.unbind(0), zip(*[b.unsqueeze(-2).unbind(0) for b in blk]), zip(*[b.unbind(0) for b in blk]),
-                        buf.view(C, E, B * n, S)[..., :H].unbind(0), buf[..., off:off + H].unbind(0)))
-
     def back(self, t: int, src, dst=None, slot: int = 0):
         """``Q_bar^T = Y_bar^T J_t`` from slot views of the rows (``slot_views``) into dst's (a new tensor if None);
         P_bar goes to the chunk slot ``slot``."""
@@ -188,32 +206,26 @@ class FactoredTangent(_Tangent):
     def _back(self, t: int, src, dst, Pb3, Pb4, g=None):
         """``J_t^T`` applied to rows (+ g): P_bar = sum over row blocks of K Y_bar, h part ``P_bar W`` (+ g's),
         diagonal part ``sum_blocks d Y_bar`` on the coordinates from ``off``."""
-        _, Yk, Yd, _, _ = src
-        _, _, _, oh, od = dst
-        Ks, ds = self.Ks, self.ds
+        Yk, Ks = src[1], self.Ks
         torch.mul(Yk[0], Ks[0][t], out=Pb4)  # (M, n, G, H)
         for s in range(1, self.blocks):
             Pb4.addcmul_(Yk[s], Ks[s][t])
         if g is None:
-            torch.bmm(Pb3, self.W, out=oh)
+            torch.bmm(Pb3, self.W, out=dst[3])
         else:
-            torch.baddbmm(g[3], Pb3, self.W, out=oh)
-        if self.off == 0:  # the diagonal acts on h itself: add to the W part
-            od.addcmul_(Yd[0], ds[0][t])
-        elif g is None:
-            torch.mul(Yd[0], ds[0][t], out=od)
-        else:
-            torch.addcmul(g[4], Yd[0], ds[0][t], out=od)
-        for s in range(1, self.blocks):
-            od.addcmul_(Yd[s], ds[s][t])
+            torch.baddbmm(g[3], Pb3, self.W, out=dst[3])
+        if self.off:
+            self.diag_back(t, src[2], dst[5], None if g is None else g[5])
+        else:  # the diagonal acts on h itself: add to the W part
+            dst[5].addcmul_(src[2][0], self.ds[0][t])
 
     def state_back(self, t: int, src, g, dst):
         """``s_bar^T J_t + g^T`` on rows: slot views (``slot_views``) of (M, 1, S) -> dst."""
         self._back(t, src, dst, self.Ps3, self.Ps4, g)
 
     def backward_chunk(self) -> int:
-        # arrays of k rows per step, no S x S ones: chunks 4x the dense map's (T = 64 at the training loop's sizes is
-        # one chunk; each costs ~20 operations)
+        # arrays of k rows per step, none of size S x H: chunks 4x the dense map's (T = 64 at the training loop's
+        # sizes is one chunk; each costs ~20 operations)
         C = self.chunk_steps(self.M * self.k * (self.S + 2 * self.G * self.H) * self.elem // 4)
         M, k, G, H, E, B = self.M, self.k, self.G, self.H, self.E, self.B
         self.Pb = torch.empty(C, M, k, G * H, **self.kw)
@@ -223,8 +235,8 @@ class FactoredTangent(_Tangent):
         return C
 
     def adjoint(self, QT, YbT, t0: int, t1: int, W_bar):
-        """rho (C, E, B, G, S) and d_bar (C, E, B, S) of steps [t0, t1) from the rows QT and YbT (C, M, k, S) and
-        the chunk's P_bar (``back``); adds the explicit W's gradient to W_bar (E, G H, H)."""
+        """The coefficients' adjoints (n_coefs tensors (C, E, B, H)) of steps [t0, t1) from the rows QT and YbT
+        (C, M, k, S) and the chunk's P_bar (``back``); adds the explicit W's gradient to W_bar (E, G H, H)."""
         C, M, k, S = YbT.shape
         E, B, H, G, blocks = self.E, self.B, self.H, self.G, self.blocks
         PT = self.PTs[t0:t1].view(C, M, k, G, H)
@@ -234,4 +246,4 @@ class FactoredTangent(_Tangent):
         for s in range(blocks):  # rho_x[s H + i] = sum_k P_x Y_bar_s
             torch.sum(torch.mul(PT, Yb[:, :, :, s:s + 1], out=tmp), 2, out=rho[..., s, :])
         W_bar += per_network_gram(self.Pb[:C].view(C, E, B * k, G * H), QT[..., :H].reshape(C, E, B * k, H))
-        return rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT)
+        return self.kernel.coef_bar_of(rho.view(C, E, B, G, S), self.diag_adjoint(QT, YbT), self.coefs, t0, t1)
