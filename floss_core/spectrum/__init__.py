@@ -14,7 +14,9 @@ and ``log|diag R|``) is differentiable, so the exponents can be trained: that is
 
 The package: ``api`` (``lyapunov_spectrum``: validation, engine choice, error report), ``inputs`` (argument checks,
 QR schedule), ``tangent`` (tangent steps of any cell), ``reference`` (the reference loop), ``fast`` /
-``fast_forward`` / ``fast_backward`` (the fast TanhRNN engine), ``qr`` (guarded Cholesky QR and the QR backward),
+``fast_forward`` / ``fast_backward`` (the fast TanhRNN engine), ``gated`` / ``gated_forward`` / ``gated_backward`` /
+``gated_cells`` / ``gated_tangent`` (the fast engine for LSTM and GRU: floss_core's and single-layer torch.nn modules),
+``windows`` (the fast engines' window and orthonormalization loop), ``qr`` (guarded Cholesky QR and the QR backward),
 ``runtime`` (worker threads and buffers), ``errors`` (the error report), ``window_report`` (the QR windows'
 stretchings an ``info`` dict receives), ``batch_means`` and ``estimate`` (``spectrum_estimate``: standard errors,
 finite-time exponents, runs to a target error), ``derived`` (Kaplan-Yorke dimension, sum of positive exponents),

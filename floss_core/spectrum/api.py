@@ -31,7 +31,8 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
     """The first k Lyapunov exponents of every network of an ensemble, in nats per time step.
 
     Main arguments:
-        model: a TanhRNN (or any cell of the protocol in ``floss_core.cells.protocol``) holding E networks.
+        model: a TanhRNN, LSTM or GRU, a ``floss_core.cells.adapters.TorchCell`` (a torch.nn module), or any cell of
+            the protocol in ``floss_core.cells.protocol``, holding E networks.
         inputs: (E, B, T, I), or (B, T, I) shared by all networks, or None for zero input (then give ``n_steps``).
             The exponents are those of the input-driven dynamics.
         k: how many exponents, 1 <= k <= state size S.
@@ -45,7 +46,9 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
             "auto" (fast engine, orth="cholesky") chooses each window from the measured stretching, aiming its basis'
             condition number at ~1e5 in float64 (~1e2 in float32): measured at (N, k, T) = (80, 75, 300), g = 0.5-3,
             it gives the t_ons = 1 reference's exponents to ~1e-10 and gradients to ~1e-8 (relative) in float64,
-            while the reference's own float32 and float64 results differ by ~0.3 and ~100% (benchmarks/README.md).
+            while the reference's own float32 and float64 results differ by ~0.3 and ~100% (benchmarks/README.md);
+            LSTM and GRU likewise (tests/test_fast_gated.py). A network whose directions spread by more than that
+            in one step (an LSTM at k close to S, say) gets a QR every step.
             The reference engine, and orth="householder", do a QR every step for "auto".
         n_transient: steps at the start that align the basis and the state but are not averaged (default T // 4).
             The exponents average over the remaining T - n_transient steps, which must be at least 1.
@@ -61,9 +64,12 @@ def lyapunov_spectrum(model, inputs: torch.Tensor | None, k: int, *, n_steps: in
             networks and goes on with the others (training uses this so one diverging network cannot stop the
             ensemble): with t_ons = 1 their numbers are those of a run without the failed network; with a larger or
             "auto" t_ons they may move in the last digits, since a sub-batch shares its windows and rollbacks.
-        method: "fast" (default; ``spectrum.fast``: Cholesky QR from batched matmuls with an orthogonality guard and a
-            hand-written backward, the same exponents and gradients as the reference up to roundoff; TanhRNN only,
-            other cells use the reference) or "reference" (``spectrum.reference``: autograd through every QR).
+        method: "fast" (default: Cholesky QR from batched matmuls with an orthogonality guard and a hand-written
+            backward, the same exponents and gradients as the reference up to roundoff) or "reference"
+            (``spectrum.reference``: autograd through every step and QR). The fast engine takes TanhRNN
+            (``spectrum.fast``), floss_core's LSTM and GRU and single-layer torch.nn LSTM / GRU / LSTMCell / GRUCell
+            modules in a TorchCell (``spectrum.gated``), not subclasses that change their step (``supports_fast``);
+            every other cell runs the reference whatever the method.
         orth, tol, max_window, group, workers, info: options of the fast engine, see below.
 
     Options of the fast engine (ignored by the reference):

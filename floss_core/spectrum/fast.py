@@ -39,8 +39,10 @@ their own (``workers``, default: torch's thread count, fewer where a sub-batch w
 operation on one thread (a single small sub-batch too); the stored bases are kept between calls (fresh memory costs
 a page fault per 4 KiB).
 
-Only ``TanhRNN`` (not a subclass that changes its dynamics) takes the fast path; other cells fall back to the
-reference. Works in float32 and float64, on CPU and CUDA (nothing here is CPU-only).
+This module takes ``TanhRNN`` (not a subclass that changes its dynamics); LSTM and GRU networks (floss_core's and
+single-layer torch.nn modules in a TorchCell) take ``spectrum.gated``, the same method with their Jacobians, which
+shares the window driver (``spectrum.windows``), the sub-batches and the QR code with this one; other cells fall
+back to the reference. Works in float32 and float64, on CPU and CUDA (nothing here is CPU-only).
 """
 from __future__ import annotations
 
