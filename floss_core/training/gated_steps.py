@@ -135,25 +135,26 @@ class LSTMSteps:
         ring = P.new_empty(E, C, B, 4 * H)  # the adjoints a' of up to C steps
         Av, ifg, ao = ring.unbind(1), ring.view(E, C, B, 4, H)[:, :, :, :3].unbind(1), ring[..., 3 * H:].unbind(1)
         Rifg, Ro = P.view(L, E, B, 4, H)[:, :, :, :3].unbind(0), P[..., 3 * H:].unbind(0)
-        Qv, Fv, Gv = QF[..., :H].unbind(0), QF[..., H:].unbind(0), G.unbind(1)
-        Vo = [self.V[:, None, o] for o in range(G.shape[-1])]  # (E, 1, H) per output
+        Qv, Fv = QF[..., :H].unbind(0), QF[..., H:].unbind(0)
+        GV = P.new_empty(E, C, B, H)  # G_t V of the chunk's steps
+        GVv = GV.unbind(1)
         dh = P.new_empty(E, B, H)
         dc2 = dc2.clone()
         dc2_ = dc2[:, :, None]
         mul = torch.mul
         x_bars, last = [], None  # last: the row holding a'_{t+1}
         for c0, c1 in chunks:
+            n = c1 - c0
+            torch.bmm(G[:, c0:c1].reshape(E, n * B, -1), self.V, out=GV[:, :n].view(E, n * B, H))
             for t in range(c1 - 1, c0 - 1, -1):
-                if last is not None:
-                    torch.bmm(last, self.Wb, out=dh)
-                elif dh_in is None:
-                    dh.zero_()
-                else:
-                    dh.copy_(dh_in)
-                for o, v in enumerate(Vo):  # + G_t V
-                    dh.addcmul_(Gv[t][..., o:o + 1], v)
-                dc2.addcmul_(dh, Qv[t], value=0.5)
                 r = t - c0
+                if last is not None:
+                    torch.baddbmm(GVv[r], last, self.Wb, out=dh)  # G_t V + a'_{t+1} W'
+                elif dh_in is None:
+                    dh.copy_(GVv[r])
+                else:
+                    torch.add(dh_in, GVv[r], out=dh)
+                dc2.addcmul_(dh, Qv[t], value=0.5)
                 mul(Rifg[t], dc2_, out=ifg[r])
                 mul(Ro[t], dh, out=ao[r])
                 dc2.mul_(Fv[t])
@@ -267,25 +268,28 @@ class GRUSteps:
         p, A3 = ring[..., None, 3 * H:].unbind(1), ring[..., :3 * H].unbind(1)  # (E, B, 1, H), (E, B, 3H)
         Rv = R.view(L, E, B, 5, H)
         RzRn, Rrr, z = Rv[:, :, :, 3:5].unbind(0), Rv[:, :, :, 0:2].unbind(0), Rv[:, :, :, 2].unbind(0)
-        Gv = G.unbind(1)
-        Vo = [self.V[:, None, o] for o in range(G.shape[-1])]
-        dh, nxt = R.new_empty(E, B, H), R.new_empty(E, B, H)
-        if dh_in is None:
-            dh.zero_()
-        else:
-            dh.copy_(dh_in)
+        GV = R.new_empty(E, C, B, H)  # G_t V of the chunk's steps
+        GVv = GV.unbind(1)
+        dh, nxt, Y = R.new_empty(E, B, H), R.new_empty(E, B, H), R.new_empty(E, B, H)
         mul = torch.mul
         x_bars = []
         for c0, c1 in chunks:
+            n = c1 - c0
+            torch.bmm(G[:, c0:c1].reshape(E, n * B, -1), self.V, out=GV[:, :n].view(E, n * B, H))
             for t in range(c1 - 1, c0 - 1, -1):
                 r = t - c0
-                for o, v in enumerate(Vo):  # + G_t V
-                    dh.addcmul_(Gv[t][..., o:o + 1], v)
+                if t == c1 - 1:  # the chunk's last step: the carry from later steps, and G_t V
+                    if dh_in is None:
+                        dh.copy_(GVv[r])
+                    else:
+                        torch.add(dh_in, GVv[r], out=dh)
                 mul(RzRn[t], dh[:, :, None], out=zp[r])  # [a_z, p] = dh [R_z, R_n]
                 mul(Rrr[t], p[r], out=rq[r])  # [rho, q] = p [R_r, r]
-                torch.bmm(A3[r], self.Wb, out=nxt).addcmul_(dh, z[t])  # onto h_{t-1}
+                if t > c0:  # dh_{t-1} = [rho, q, a_z] Wb + dh z + G_{t-1} V
+                    torch.baddbmm(torch.addcmul(GVv[r - 1], dh, z[t], out=Y), A3[r], self.Wb, out=nxt)
+                else:  # onto the state before the chunk (its G V is added by the next chunk)
+                    dh_in = torch.baddbmm(torch.mul(dh, z[t], out=Y), A3[r], self.Wb)
                 dh, nxt = nxt, dh
-            n = c1 - c0
             A, H2 = ring[:, :n].reshape(E, n * B, 4 * H), Hs[:, c0:c1].reshape(E, n * B, K)
             if grads is not None:
                 grads["Wx"].baddbmm_(A[..., :3 * H].mT, H2)  # [rho, q, a_z]^T [h, s, 1]
@@ -293,7 +297,7 @@ class GRUSteps:
             if need_x:
                 x_bars.append(torch.bmm(A, self.Ux).view(E, n, B, -1))
         x_bar = torch.cat(x_bars[::-1], 1) if need_x else None
-        return (dh,), x_bar
+        return (dh_in,), x_bar
 
     def new_grads(self, like, E):
         H, I = self.H, self.I
