@@ -169,8 +169,7 @@ def stage_notebook(stem: str, scale: str, executed: Path, destination: Path) -> 
     run = nb.metadata.get("papermill", {})
     if scale == "paper":
         when = str(run.get("end_time", ""))[:10]
-        seconds = f", {run['duration']:.0f} s" if run.get("duration") else ""
-        note = f"*Executed at paper scale by `./run_all.sh`{' on ' + when if when else ''}{seconds}.*"
+        note = f"*Executed at paper scale by `./run_all.sh`{' on ' + when if when else ''}.*"
         if not same_code:
             note += " *The notebook's code has changed since this run.*"
     else:

@@ -203,6 +203,9 @@ PROGRESS_BODY = figure_body("alpha") + """\
 print("42 networks", flush=True)
 sys.stderr.write("floss:  50%|#####     | 1/2 [00:01<00:01, 1.00it/s]\\rfloss: 100%|##########| 2/2 [00:02<00:00]\\n")
 sys.stderr.write("UserWarning: a warning stays\\n")
+from IPython.display import display
+display({"application/vnd.jupyter.widget-view+json": {"model_id": "0", "version_major": 2, "version_minor": 0},
+         "text/plain": "floss:   0%|          | 0/2"}, raw=True)  # what tqdm.auto shows in a kernel
 """
 
 
@@ -217,6 +220,7 @@ def test_a_paper_scale_run_writes_a_lean_executed_copy_for_the_documentation(tmp
     text = "".join(o.get("text", "") for o in outputs)
     assert "42 networks" in text and "UserWarning: a warning stays" in text
     assert "%|" not in text, "progress bars are left out of the documentation's copy"
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert any("image/png" in o.get("data", {}) for o in outputs), "the figure shown by the kernel is kept"
     assert not any("execution" in c.metadata or "papermill" in c.metadata for c in nb.cells)
     assert nb.metadata["papermill"]["duration"] > 0 and str(project) not in json.dumps(nb.metadata)

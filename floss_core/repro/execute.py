@@ -195,6 +195,7 @@ def failed_copy(executed_dir: Path, stem: str) -> Path:
 
 
 _PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")  # a tqdm progress line
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 _KEPT_OUTPUT_METADATA = ("duration", "end_time", "exception", "parameters", "start_time", "version")
 
 
@@ -208,8 +209,9 @@ def write_book_copy(executed: Path, destination: Path) -> Path:
     """Write the lean copy of an executed notebook that the documentation shows (``docs/executed/<stem>.ipynb``).
 
     It keeps every cell with its outputs (figures as the kernel's inline PNG, at screen resolution, printed numbers,
-    warnings) and drops what only the machine that ran it needs: progress bars, other image formats beside a PNG,
-    per-cell timestamps and papermill's absolute paths. Written atomically (a reader never sees half a notebook).
+    warnings) and drops what only the machine that ran it needs: progress bars (tqdm's widgets and their stderr
+    lines), other image formats beside a PNG, per-cell timestamps and papermill's absolute paths. Written atomically
+    (a reader never sees half a notebook).
     """
     import nbformat
 
@@ -226,6 +228,8 @@ def write_book_copy(executed: Path, destination: Path) -> Path:
                 if not out.text:
                     continue
             data = out.get("data")
+            if data is not None and _WIDGET in data:  # a progress bar (the notebooks show no other widgets)
+                continue
             if data is not None and "image/png" in data:
                 for mime in ("image/svg+xml", "application/pdf", "image/jpeg"):
                     data.pop(mime, None)
@@ -233,6 +237,7 @@ def write_book_copy(executed: Path, destination: Path) -> Path:
         cell.outputs = outputs
     run = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {key: run[key] for key in _KEPT_OUTPUT_METADATA if key in run}
+    nb.metadata.pop("widgets", None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.partial")
     nbformat.write(nb, partial)
