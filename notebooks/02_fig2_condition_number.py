@@ -117,6 +117,8 @@ for k in k_many:
     numbers.update(stats.rate_numbers(f"converged_k{k}", dev <= tolerance))
     # (lambda_1 - lambda_k) t at the last t: the growth the exponents predict
     numbers[f"predicted_log_kappa_T_k{k}"] = float(condition_number(res["spectrum_before"][sel], k).median() * t[-1])
+    se = res["spectrum_stderr_before"][sel]  # (networks, spectrum_k): the exponents' standard errors
+    numbers[f"predicted_log_kappa_T_k{k}_stderr"] = float((se[:, 0] ** 2 + se[:, k - 1] ** 2).sqrt().median() * t[-1])
 plotting.record(numbers);
 
 # %% [markdown]

@@ -13,13 +13,15 @@ shrink like the singular values of P, ``sigma_i(tau) ~ exp(tau * lambda_i)`` wit
     gate_statistics                     mean gate values of LSTMs and GRUs along a trajectory (saturation).
     success_rate, mean_interval,        intervals and tests over networks (scipy), for the figures' claims.
     compare_success, compare_means
+    tolerance_verdicts                  whether "within the tolerance" survives the exponents' standard errors.
 """
 from .gates import gate_statistics
 from .gradients import gradient_norm_profile
 from .jacobian import condition_number, long_term_jacobian_singular_values
 from .outcome import criterion_outcome, final_accuracy, running_mean, steps_to_criterion, success
 from .statistics import compare_means, compare_success, mean_interval, success_rate
+from .tolerance import tolerance_verdicts
 
 __all__ = ["gradient_norm_profile", "long_term_jacobian_singular_values", "condition_number", "steps_to_criterion",
            "success", "running_mean", "final_accuracy", "success_rate", "mean_interval", "compare_success",
-           "compare_means", "gate_statistics", "criterion_outcome"]
+           "compare_means", "gate_statistics", "criterion_outcome", "tolerance_verdicts"]

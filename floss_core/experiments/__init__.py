@@ -8,6 +8,8 @@ validated when built) and the function that runs it as shards of batched ensembl
                         flossing before training, and flossing before and during training.
     gated_sweep         figure 6: preflossing LSTMs and GRUs over k and the memory-gate bias initialization, with
                         gate statistics before and after preflossing.
+    error_bar_sweep     notebook 08: standard errors of the exponents, steps to a target error and the angles of
+                        the covariant vectors, before and after flossing.
     complexity_sweep    figure 5: final accuracy vs the number of flossed exponents k for the hierarchical temporal
                         XOR of increasing level (and, optionally, the XOR across C channels).
     summary             success, steps to criterion and final accuracy of a delay sweep.
@@ -21,10 +23,11 @@ from ..diagnostics import final_accuracy, running_mean
 from .common import build
 from .complexity_sweep import ComplexitySweep, complexity_outcome, complexity_sweep
 from .delay_sweep import CONDITIONS, DelaySweep, delay_sweep
+from .error_bar_sweep import ErrorBarSweep, error_bar_sweep
 from .flossing_sweep import FlossingSweep, flossing_sweep
 from .gated_sweep import GatedSweep, gated_sweep, summarize_gated_sweep
 from .summary import summarize_delay_sweep
 
 __all__ = ["build", "FlossingSweep", "flossing_sweep", "DelaySweep", "delay_sweep", "CONDITIONS", "ComplexitySweep",
            "complexity_sweep", "complexity_outcome", "summarize_delay_sweep", "GatedSweep", "gated_sweep",
-           "summarize_gated_sweep", "final_accuracy", "running_mean"]
+           "summarize_gated_sweep", "final_accuracy", "running_mean", "ErrorBarSweep", "error_bar_sweep"]

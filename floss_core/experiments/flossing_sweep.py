@@ -18,7 +18,7 @@ from ..checks import check_choice, check_int, check_number
 from ..diagnostics import gradient_norm_profile, long_term_jacobian_singular_values
 from ..flossing import FlossConfig, floss
 from ..spectrum import GRADIENT_MODES
-from ..spectrum import lyapunov_spectrum
+from ..spectrum import spectrum_estimate
 from ..tasks import bit_signal, random_bits
 from .common import as_tuple, check_seed, network_generators
 from .sharding import Shard, join, open_executor, ranges
@@ -138,14 +138,15 @@ def _measure(s: FlossingSweep, model, a: int, b: int) -> dict:
     gain_of = torch.tensor(s.gains).repeat_interleave(s.n_networks)[a:b].tolist()
     log_sv = torch.full((E, -(-s.horizon // s.sv_every), k), float("nan"), dtype=f64)  # (E, reports, k)
     with torch.no_grad():
-        spec = lyapunov_spectrum(model, drive_spec, k, generator=gens("start spectrum"), method="reference").cpu()
+        est = spectrum_estimate(model, drive_spec, k, generator=gens("start spectrum"), method="reference")
+        spec, spec_se = est.exponents.cpu(), est.stderr.cpu()  # lyapunov_spectrum's exponents, bit for bit
         for i, j, wanted in _runs([s.sv_gains is None or g in s.sv_gains for g in gain_of]):
             if wanted:
                 log_sv[i:j] = long_term_jacobian_singular_values(
                     _part(s, m64, a, i, j), drive_long[i:j, :1, :s.horizon], k, t_ons=s.sv_every,
                     generator=gens("start sv", i, j))[:, 0].cpu()
     profile = gradient_norm_profile(m64, drive_long, generator=gens("start profile")).cpu()
-    return {"spectrum": spec, "profile": profile, "log_sv": log_sv}
+    return {"spectrum": spec, "spectrum_stderr": spec_se, "profile": profile, "log_sv": log_sv}
 
 
 def _before_shard(s: FlossingSweep, a: int, b: int, device) -> dict:
@@ -195,7 +196,8 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
     Returns a dict with (lists "after" are aligned with ``runs``)
         gains (E,), gradients [E strings], ks, targets, runs [(k, target), ...],
         floss_exponents [(floss_steps, E, k) per run] measured during flossing,
-        spectrum_before (E, spectrum_k), spectrum_after [(E, spectrum_k) per run] over long trajectories,
+        spectrum_before (E, spectrum_k), spectrum_after [(E, spectrum_k) per run] over long trajectories, and
+            spectrum_stderr_before, spectrum_stderr_after: their standard errors (``spectrum_estimate``),
         profile_before (E, horizon + 1), profile_after [... per run]: gradient norm of a late loss w.r.t. the state
             tau steps earlier (float64), and
         log_sv_before (E, horizon // sv_every, spectrum_k), log_sv_after [... per run]: log singular values of the
@@ -222,9 +224,11 @@ def flossing_sweep(sweep: FlossingSweep, *, device: str = "cpu", progress: bool 
     out = {"gains": torch.tensor(s.gains).repeat_interleave(s.n_networks), "gradients": _gradient_of(s),
            "ks": list(s.ks), "targets": list(s.targets), "runs": runs,
            "sv_times": torch.tensor(sorted({*range(s.sv_every, s.horizon + 1, s.sv_every), s.horizon})),
-           "spectrum_before": before["spectrum"], "profile_before": before["profile"],
+           "spectrum_before": before["spectrum"], "spectrum_stderr_before": before["spectrum_stderr"],
+           "profile_before": before["profile"],
            "log_sv_before": before["log_sv"]}
     for key, name in (("floss_exponents", "floss_exponents"), ("spectrum_after", "spectrum"),
+                      ("spectrum_stderr_after", "spectrum_stderr"),
                       ("profile_after", "profile"), ("log_sv_after", "log_sv"), ("failed", "failed")):
         out[key] = [part[name] for part in after]
     return out
