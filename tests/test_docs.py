@@ -158,14 +158,20 @@ def test_the_text_speaks_of_the_project_only(path):
 
 
 def test_each_notebook_states_the_runtime_of_the_runtimes_table():
-    table = dict(re.findall(r"^\| `(\d\d_\w+)` \|.*\| (\d+) s \|$", (REPO / "docs" / "running.md").read_text(), re.M))
-    assert sorted(table) == STEMS
-    for stem in STEMS:
+    """The first time in seconds of a notebook's "Runtime." paragraph is its paper-scale runtime: the one the
+    runtimes table of docs/running.md gives (a notebook states one runtime, not several runs' times)."""
+    rows = re.findall(r"^\| `(\d\d_\w+)` \|.*\| ([^|]+) \|$", (REPO / "docs" / "running.md").read_text(), re.M)
+    table = {stem: runtime.strip() for stem, runtime in rows}
+    assert set(table) <= set(STEMS) and {"00_tutorial", "03_fig3_preflossing"} <= set(table)
+    checked = 0
+    for stem in sorted(table):
         source = (REPO / "notebooks" / f"{stem}.py").read_text()
         runtime = source[source.index("**Runtime.**"):].split("\n#\n")[0]
         stated = re.findall(r"\b(\d+(?:\.\d+)?) s\b", runtime)
-        if stated:  # the first time stated is the paper-scale runtime
-            assert stated[0] == table[stem], f"{stem} states {stated[0]} s, the runtimes table {table[stem]} s"
+        if stated:
+            assert f"{stated[0]} s" == table[stem], f"{stem} states {stated[0]} s, the runtimes table {table[stem]}"
+            checked += 1
+    assert checked >= 6
 
 
 def pyproject(key):
