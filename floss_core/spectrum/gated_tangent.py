@@ -70,15 +70,23 @@ class _Tangent:
         """Steps per chunk: as many as fit ``_CHUNK_BYTES`` (at least 1, at most T)."""
         return max(1, min(self.T, _CHUNK_BYTES // max(1, per_step_bytes)))
 
+    views = (0, 1, 2, 3, 4, 5)  # which of ``slot_views``' entries the map uses (the others are None)
+
     def slot_views(self, buf) -> list:
-        """Per slot of a buffer (C, M, n, S) of rows: (the rows, their row blocks as (M, n, 1, H) and as (M, n, H),
-        the h part's output per network (E, B n, H) and per trajectory (M, n, H), the diagonal part's (M, n, H))."""
+        """Per slot of a buffer (C, M, n, S) of rows: (0 the rows, 1 their row blocks as (M, n, 1, H) and 2 as
+        (M, n, H), 3 the h part's output per network (E, B n, H) and 4 per trajectory (M, n, H), 5 the diagonal part's
+        (M, n, H)); only the entries in ``views`` are made (thousands of views per call otherwise)."""
         C, M, n, S = buf.shape
         E, B, H, blocks, off = self.E, self.B, self.H, self.blocks, self.off
         blk = [buf[..., s * H:(s + 1) * H] for s in range(blocks)]
-        return list(zip(buf.unbind(0), zip(*[b.unsqueeze(-2).unbind(0) for b in blk]), zip(*[b.unbind(0) for b in blk]),
-                        buf.view(C, E, B * n, S)[..., :H].unbind(0), buf[..., :H].unbind(0),
-                        buf[..., off:off + H].unbind(0)))
+        make = {0: lambda: buf.unbind(0),
+                1: lambda: list(zip(*[b.unsqueeze(-2).unbind(0) for b in blk])),
+                2: lambda: list(zip(*[b.unbind(0) for b in blk])),
+                3: lambda: buf.view(C, E, B * n, S)[..., :H].unbind(0),
+                4: lambda: buf[..., :H].unbind(0),
+                5: lambda: buf[..., off:off + H].unbind(0)}
+        cols = [make[i]() if i in self.views else [None] * C for i in range(6)]
+        return list(zip(*cols))
 
     def diag_back(self, t: int, Yd, od, g=None):
         """The diagonal part of ``J_t^T`` on the coordinates from ``off`` >= H: ``od = sum_blocks d Y_bar (+ g)``."""
@@ -100,6 +108,8 @@ class _Tangent:
 
 class DenseTangent(_Tangent):
     """J's columns on the h part, J_h (T, M, S, H), of every step, stored (see the module docstring)."""
+
+    views = (0, 2, 4, 5)
 
     def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
         super().__init__(kernel, coefs, T, k, QTs)
@@ -167,6 +177,8 @@ class DenseTangent(_Tangent):
 class FactoredTangent(_Tangent):
     """``P^T = Q_h^T W^T`` of every step, stored; a matmul and two weighted sums per step (see the module
     docstring)."""
+
+    views = (0, 1, 2, 3, 5)
 
     def __init__(self, kernel, coefs, T: int, k: int, QTs: torch.Tensor):
         super().__init__(kernel, coefs, T, k, QTs)
