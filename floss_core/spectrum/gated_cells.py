@@ -201,10 +201,10 @@ class LSTMKernel(_Kernel):
     a = W h + U x + b."""
 
     n_gates, state_factor, n_coefs = 4, 2, 6
-    # the factored map has the dense one's matmul flops (4 H^2 = S^2 per vector) without its S x S array per step
-    # (measured, forward + backward, B = 4, T = 64: factored 1.7x faster at H = 64, k = 8, 1.5x at k = 24, 1.1x at
-    # k = 48; as fast at H = 40, k = 40; 1.15x slower at k = 75)
-    dense_min_k = 40
+    # the factored map has twice the dense one's matmul flops (4 H^2 against 2 H^2 per vector: the dense map stores
+    # J's h columns only) but no (2H x H) array per step (measured, forward + backward, B = 4, T = 64: factored 1.2x
+    # faster at H = 64, k = 16, as fast at k = 24; dense 1.1x faster at H = 40, k = 24, 1.35x at k = 32)
+    dense_min_k = 24
 
     def pre(self, S_prev, X):
         """(a,), (T, E, B, 4H), for entering states S_prev (T, E, B, 2H) and inputs X (E, B, T, I)."""
