@@ -5,11 +5,17 @@ The same method as the TanhRNN engine (``spectrum.fast``): the state trajectory 
 reference's bits), the tangent recursion orthonormalized by the guarded Cholesky QR in windows (``spectrum.windows``:
 t_ons="auto" or an integer, with the rollback of collapsed windows), and one autograd node with a hand-written
 backward. What differs is the Jacobian (``gated_cells``): the coefficients of every step (gate derivatives, from the
-stored states, all steps at once) scale the rows of W's gate blocks, so a tangent step is one matmul with the step's
-Jacobian (GRU: ``J^T``, H x H; LSTM: its left block column, H x 2H, plus a diagonal on the c part), never
-autograd through each step. The backward (``gated_backward``) goes back through the QRs and the tangent recursion,
-turns the Jacobians' adjoints into the coefficients' (chunks of steps at once), takes their vector-Jacobian product
-over all steps at once, and runs the state's own adjoint back in time (one matmul per step).
+stored states, all steps at once) scale the rows of W's gate blocks, plus a diagonal (the GRU's z, the LSTM's f on c).
+``gated_tangent`` applies it, for many exponents from J's columns on h built for every step (a tangent step is one
+matmul, for the LSTM plus one multiply-add on c), for few as scalings of ``W Q`` (a matmul with the shared W and two
+weighted sums: no per-step array of size S x H to read); never autograd through each step. The backward
+(``gated_backward``) goes back through the QRs and the tangent recursion, turns the Jacobians' adjoints into the
+coefficients' (chunks of steps at once), takes their vector-Jacobian product over all steps at once, and runs the
+state's own adjoint back in time (one tangent step per step).
+
+Chosen by ``lyapunov_spectrum(method="fast")`` (the default, and so by flossing and ``floss_core.adapters``) for
+floss_core's LSTM and GRU (not subclasses that replace ``_forward``, ``step`` or ``step_tangent``) and for TorchCells
+of kind "LSTM" / "GRU" with one layer (``gated_kind``).
 
 The gradients reach W, U, b (and the GRU's b_h), h0, the inputs and Q0 (of a TorchCell: the module's own
 ``weight_hh``, ``weight_ih``, ``bias_ih``, ``bias_hh``). gradient="detached" drops the state trajectory's dependence

@@ -1,9 +1,9 @@
 """The backward of the fast gated engine for one sub-batch: one hand-written pass over the tangent recursion, the
 coefficients' adjoints of all steps at once, one pass over the state.
 
-1. Backward in time through the QRs (``qr_log_diag_backward``) and the tangent recursion, one matmul per step
-   (``Q_bar = J^T Y_bar``). Per chunk of steps, the Jacobians' adjoints ``J_bar_t = Y_bar_t Q_t^T`` give the adjoints
-   of the Jacobians' coefficients and the explicit W's gradient (``gated_tangent``).
+1. Backward in time through the QRs (``qr_log_diag_backward``) and the tangent recursion, one tangent map step per
+   step (``Q_bar = J^T Y_bar``, ``gated_tangent``). Per chunk of steps, the Jacobians' adjoints
+   ``J_bar_t = Y_bar_t Q_t^T`` give the adjoints of the Jacobians' coefficients and the explicit W's gradient.
 2. The coefficients' vector-Jacobian product with respect to the pre-activations and the entering state, over all
    steps at once (``gated_cells``: elementwise, from the stored gates).
 3. (gradient="full") The state's adjoint backward in time, one tangent map step per step (on rows):

@@ -3,13 +3,12 @@
 1. The state trajectory first, with the cell's own step (``spectrum.gated``: the same bits as the reference, hence the
    same exponents for chaotic networks).
 2. The Jacobians' coefficients of all steps at once from the stored states (``gated_cells``: a handful of
-   operations on (T, E, B, H) tensors), and the tangent map built from them (``gated_tangent``: the Jacobians
-   stored whole for many exponents, as scalings of ``W Q`` for few).
+   operations on (T, E, B, H) tensors), and the tangent map built from them (``gated_tangent``: the Jacobians'
+   columns on h stored for many exponents, as scalings of ``W Q`` for few).
 3. The tangent recursion, orthonormalized in windows by ``spectrum.windows`` (the TanhRNN engine's driver: guarded
    Cholesky QR, t_ons="auto" or an integer, rollback of collapsed windows).
 """
 from __future__ import annotations
-
 
 from .gated_tangent import tangent_map
 from .runtime import take_buffer
