@@ -24,13 +24,6 @@ FIGURE_STEMS = [stem for stem in STEMS if stem[:2] in ("01", "02", "03", "04", "
 THREADS = os.environ.get("FLOSS_TEST_THREADS", "1")
 QUICK_LABEL = "Quick-mode smoke run, not the paper-scale result."
 # Words about who wrote or measured something, or the process that made it: the text speaks of the project only.
-# Notebook 06 (figure 6) is being rewritten (gated cells at a larger size): its text and verdict are checked, but a
-# failure there is reported as XFAIL until that rewrite lands; then drop this mark.
-IN_REWRITE = pytest.mark.xfail(reason="notebook 06 is being rewritten; its text and verdict follow", strict=False)
-
-
-def marked(items, key=str):
-    return [pytest.param(item, marks=IN_REWRITE) if key(item).startswith("06_") else item for item in items]
 
 
 PROCESS_WORDS = re.compile(r"\bwe hoped\b|\bwe aimed\b|\bearlier run|\bearlier full run|lost before|before commit"
@@ -70,7 +63,7 @@ def text_of(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("&#8217;", "'").replace("&quot;", '"')
 
 
-@pytest.mark.parametrize("stem", marked(STEMS))
+@pytest.mark.parametrize("stem", STEMS)
 def test_every_notebook_page_shows_its_figures_and_its_verdict(site, stem):
     page = site.html / "notebooks" / f"{stem}.html"
     html = page.read_text()
@@ -147,7 +140,7 @@ def documentation_files():
             *sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))]
 
 
-@pytest.mark.parametrize("path", marked(documentation_files(), key=lambda p: p.name),
+@pytest.mark.parametrize("path", documentation_files(),
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_the_text_speaks_of_the_project_only(path):
     text = path.read_text()
