@@ -163,10 +163,11 @@ def spectrum_estimate(model, inputs, k: int, *, n_steps: int | None = None, batc
     if target_stderr is not None:
         converged = finite & (stderr.amax(-1).cpu() <= target_stderr)
         if not bool(converged.all()):
-            worst = stderr.amax(-1)[~converged]
+            worst = stderr.amax(-1).cpu()[~converged & finite]
+            largest = f"largest stderr {float(worst.max()):.3g}" if worst.numel() else "none finite"
             warnings.warn(f"spectrum_estimate: {int((~converged).sum())} of {E} networks did not reach "
-                          f"target_stderr={target_stderr:g} within max_steps={max_steps} (largest stderr "
-                          f"{float(worst.nan_to_num(math.inf).max()):.3g}); raise max_steps", stacklevel=2)
+                          f"target_stderr={target_stderr:g} within max_steps={max_steps} ({largest}; "
+                          f"{int((~finite).sum())} not finite); raise max_steps", stacklevel=2)
     else:
         converged = finite
     return SpectrumEstimate(exponents=_combine(chunks), stderr=stderr, history=_history(sums, steps),
