@@ -35,7 +35,9 @@ def test_cell_spectrum_equals_floss_core_model_with_the_same_weights(cell_cls, f
     a = spectrum(cell, x, k, h0=h0, Q0=Q0)
     b = lyapunov_spectrum(m, x, k, h0=h0[None], Q0=Q0[None])[0]
     assert a.shape == (k,)
-    torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    # the module's step (F.linear on its own weights) and the ensemble's (baddbmm) round differently: the same
+    # exponents to roundoff accumulated over T steps (measured up to 4e-12), not the same bits
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     # from_torch builds the same model
     built = from_torch(cell)
     assert isinstance(built, floss_cls) and built.n_networks == 1
