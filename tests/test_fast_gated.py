@@ -136,6 +136,19 @@ def test_windows_without_qr_give_the_t_ons_1_reference_up_to_their_roundoff(case
     assert_matches(got, want, 1e-9, 1e-6)
 
 
+@pytest.mark.parametrize("case", ["LSTM", "nn.LSTM", "nn.GRU"])
+def test_at_k_equal_s_what_is_left_is_the_cholesky_qrs_tolerance(case):
+    """At k = S with strong input the accepted Cholesky factors' orthogonality error (default tol 1e-7, measured
+    here up to ~4e-10 in the exponents) is what separates the engines; with a tight tolerance they agree to
+    roundoff, so the Jacobians and the backward are exact."""
+    model, params = build(case, gain=0.5, seed=33)
+    k = model.state_size
+    x, h0, Q0 = start(model, k, T=60, amp=4.0, seed=34)
+    want = spectrum_and_grads(model, params, x, k, h0, Q0, method="reference", t_ons=1)
+    assert_matches(spectrum_and_grads(model, params, x, k, h0, Q0, t_ons=1), want, 1e-9, 1e-6)
+    assert_matches(spectrum_and_grads(model, params, x, k, h0, Q0, t_ons=1, tol=1e-12), want, 1e-11, 1e-9)
+
+
 @pytest.mark.parametrize("case", ["LSTM", "GRU"])
 @pytest.mark.parametrize("mode", ["dense", "factored"])
 def test_both_tangent_maps_equal_the_reference_for_every_k(case, mode, monkeypatch):
