@@ -11,12 +11,7 @@ import floss_core as fc
 from floss_core.spectrum import covariant_vectors, clv_angles, subspace_angle, tangent_step
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Linear(nn.Module):

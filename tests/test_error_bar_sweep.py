@@ -7,12 +7,7 @@ from floss_core.diagnostics import tolerance_verdicts
 from floss_core.experiments import ErrorBarSweep, build, error_bar_sweep
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(**changes):

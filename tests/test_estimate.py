@@ -12,12 +12,7 @@ from floss_core.spectrum import kaplan_yorke_dimension, lyapunov_spectrum, posit
 from floss_core.spectrum.batch_means import batch_means, cell_blocks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def replicas(model, R):

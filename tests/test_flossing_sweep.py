@@ -15,12 +15,7 @@ def tiny(**changes):
     return build(FlossingSweep, **{**params, **changes})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_every_k_is_flossed_to_every_target_from_the_same_networks():
