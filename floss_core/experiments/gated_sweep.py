@@ -19,6 +19,14 @@ trajectories of T steps per network from the network's own initial state h0, dri
 task's, the same bits for every unit of a seed (k = 0: before flossing). Then all networks of a cell (units x tasks x
 delays) train in shards of at most ``shard_size``: bigger ensembles cost less per network on a CPU (H = 16, T = 300:
 an LSTM training step costs about half as much per network in an ensemble of 54 as in one of 9).
+
+Sizes. ``model.n_hidden`` gives both cells H units; ``state_size`` instead gives both the same state size S (the GRU
+H = S units, the LSTM H = S / 2), so that k counts the same share of their exponents.
+
+A probe and a bracket (figure 6's notebook). A sweep of plain training only (``ks = (0,)``) over several delays finds
+where plain training stops learning; ``bracket_delays`` picks the delays around that border, a second sweep flosses
+there, and ``gated_conditions`` puts the probe's plain networks beside the flossed ones (the same seeds' initial
+networks and training batches).
 """
 from __future__ import annotations
 
