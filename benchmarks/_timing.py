@@ -1,4 +1,5 @@
 """Timing helpers shared by the benchmark scripts (imported as ``_timing``: the scripts run from this folder)."""
+import os
 import time
 
 import torch
@@ -17,3 +18,13 @@ def timed(fn, device):
     fn()
     sync(device)
     return time.perf_counter() - w0, time.process_time() - c0
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes have used (all cores, from /proc/stat); NaN where that is not available."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait

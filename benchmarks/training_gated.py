@@ -29,7 +29,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import timed
+from _timing import busy_seconds, timed
 
 from floss_core import GRU, LSTM, TaskConfig
 from floss_core.ensemble import clip_per_network_
@@ -39,16 +39,6 @@ from floss_core.training.gated_bptt import gated_task_loss
 H, BATCH, T, DELAY, CLIP, LR = 80, 16, 300, 20, 1.0, 1e-3
 PAUSE = 0.02  # seconds between two methods
 CELLS = {"lstm": (LSTM, torch.nn.LSTM, 4), "gru": (GRU, torch.nn.GRU, 3)}
-
-
-def busy_seconds() -> float:
-    """CPU seconds all processes have used (all cores, from /proc/stat); NaN where that is not available."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def ensemble_step(model, opt, task, gen, loss_fn):

@@ -26,7 +26,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _timing import timed
+from _timing import busy_seconds, timed
 
 from floss_core import TanhRNN, TaskConfig
 from floss_core.ensemble import clip_per_network_
@@ -35,16 +35,6 @@ from floss_core.training.tanh_bptt import tanh_task_loss
 
 N, BATCH, T, DELAY, CLIP, LR = 80, 16, 300, 20, 1.0, 1e-3
 PAUSE = 0.02  # seconds between two methods
-
-
-def busy_seconds() -> float:
-    """CPU seconds all processes have used (all cores, from /proc/stat); NaN where that is not available."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def ensemble_step(model, opt, task, gen, loss_fn):

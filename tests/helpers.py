@@ -67,3 +67,19 @@ def saved_bytes(fn):
         loss = fn()
     loss.backward()
     return sum(storages.values())
+
+
+class Linear(torch.nn.Module):
+    """h' = A h (E networks): exponents log|eigenvalues of A| on every trajectory, no statistical error; a cell of the
+    protocol without step_tangent (Jacobian-vector products)."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.A = torch.nn.Parameter(A)
+        self.n_networks, self.state_size, self.input_size = A.shape[0], A.shape[1], 1
+
+    def step(self, h, x):
+        return torch.einsum("eij,ebj->ebi", self.A, h)
+
+    def initial_state(self, batch, generator=None):
+        return torch.randn(self.n_networks, batch, self.state_size, generator=generator, dtype=self.A.dtype)

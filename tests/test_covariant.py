@@ -7,26 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import Linear
+
 import floss_core as fc
 from floss_core.spectrum import covariant_vectors, clv_angles, subspace_angle, tangent_step
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-class Linear(nn.Module):
-    """h' = A h (E networks), a cell of the protocol without step_tangent (Jacobian-vector products)."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.A = nn.Parameter(A)
-        self.n_networks, self.state_size, self.input_size = A.shape[0], A.shape[1], 1
-
-    def step(self, h, x):
-        return torch.einsum("eij,ebj->ebi", self.A, h)
-
-    def initial_state(self, batch, generator=None):
-        return torch.randn(self.n_networks, batch, self.state_size, generator=generator, dtype=self.A.dtype)
 
 
 class Henon(nn.Module):

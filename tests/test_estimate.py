@@ -5,7 +5,8 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
+
+from helpers import Linear
 
 import floss_core as fc
 from floss_core.spectrum import kaplan_yorke_dimension, lyapunov_spectrum, positive_exponent_sum, spectrum_estimate
@@ -77,21 +78,6 @@ def test_a_single_run_returns_lyapunov_spectrums_exponents_bit_for_bit_and_diffe
     assert torch.equal(plain, est.exponents)
     est.exponents.sum().backward()
     assert model.W.grad is not None and bool(torch.isfinite(model.W.grad).all())
-
-
-class Linear(nn.Module):
-    """h' = A h: exponents log|eigenvalues of A| on every trajectory (no statistical error)."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.A = nn.Parameter(A)
-        self.n_networks, self.state_size, self.input_size = A.shape[0], A.shape[1], 1
-
-    def step(self, h, x):
-        return torch.einsum("eij,ebj->ebi", self.A, h)
-
-    def initial_state(self, batch, generator=None):
-        return torch.randn(self.n_networks, batch, self.state_size, generator=generator, dtype=self.A.dtype)
 
 
 def test_derived_quantities_of_a_linear_map_are_exact():
