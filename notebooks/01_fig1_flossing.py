@@ -31,8 +31,8 @@
 # trajectories of 100 steps, did). Panel titles state the mode of each gain.
 #
 # **Runtime.** 107 s at the defaults on 2 CPU cores with `./run_all.sh` (the runner's default local Dask cluster,
-# two single-threaded workers; a 2-core Intel Xeon, 2026-12-02). Figure 2 reuses the cached sweep (seconds).
-# Cached, so re-plotting is instant.
+# two single-threaded workers; a 2-core Intel Xeon, 2026-12-02; the committed run took 146 s on a 2-core AMD EPYC).
+# Figure 2 reuses the cached sweep (seconds). Cached, so re-plotting is instant.
 
 # %%
 import matplotlib.pyplot as plt
@@ -170,23 +170,31 @@ plotting.record(numbers);
 # %% [markdown]
 # ## What we found
 #
-# **Figure 1, reproduced from stable starts, partly from the chaotic one** (the paper-scale run at the defaults above:
-# 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3; numbers in
-# `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals). Flossing lambda_1 (k = 1) brings it to the target from
-# g = 0.5 (lambda_1 = -0.88 before): median after -0.013 / -0.503 / -0.992 for the targets 0 / -0.5 / -1, within 0.05 in
-# 10/10 (0.72-1), 10/10 (0.72-1), 6/10 (0.31-0.83) networks; from g = 1 (-0.33 before): -0.030 / -0.491 / -0.996, 9/10
-# (0.60-0.98), 10/10, 10/10. From the chaotic g = 2 (+0.062 before) it reaches 0 (median 0.031, 8/10 within 0.05,
-# 0.49-0.94), -0.5 in 3/10 (0.11-0.60; median -0.19) and -1 in none (median -0.12) within 300 steps (panel (a) right:
-# the quartile band opens downwards only after ~150 steps). The paper's claim is reached from both sides for the target
-# 0; towards negative targets from a chaotic start, the full gradient at the author's lr is too slow here (below: lr
-# 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 8/10 networks from g =
-# 0.5 (median max deviation 0.024), 4/10 from g = 1 (0.066) and 0/10 from g = 2 (0.21); k = 32 in 4/10, 0/10, 0/10
-# (0.051, 0.060, 0.67); the first unflossed exponent stays negative (lambda_17 median -0.12 at g = 0.5, -0.28 at g = 1).
-# The gradient norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1 / 2) and by 2.1 /
-# 3.1 / 5.7 after flossing lambda_1 to 0 (panel (d)). The same settings in one process on 2 threads give counts that
-# differ by up to 3 of 10 (g = 0.5 to 0: 8 against 10; g = 2 to -0.5: 0 against 3; g = 1, k = 16: 5 against 4): a
-# network's float bits depend on the threads per shard, and border networks tip over 300 Adam steps, so single counts
-# here carry about that spread.
+# **Figure 1, reproduced from stable starts, partly from the chaotic one** (the paper-scale run at the defaults above,
+# on a 2-core AMD EPYC: 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3;
+# numbers in `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals, and beside every exponent its batch-means
+# standard error, `<key>_stderr`, from `spectrum_estimate` on the same 2000-step trajectories). Flossing lambda_1
+# (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.882 +- 0.003 before): median after -0.015 / -0.496 /
+# -0.991 (stderr 0.002 / 0.001 / 0.003) for the targets 0 / -0.5 / -1, within 0.05 in 8/10 (0.49-0.94), 10/10
+# (0.72-1), 7/10 (0.40-0.89) networks; from g = 1 (-0.334 +- 0.003 before): -0.040 / -0.498 / -0.992, 7/10
+# (0.40-0.89), 10/10, 10/10. From the chaotic g = 2 (+0.061 +- 0.002 before) it reaches 0 (median 0.009, 6/10 within
+# 0.05, 0.31-0.83), but neither -0.5 nor -1 (0/10 each, 0-0.28; medians +0.033 and -0.007) within 300 steps (panel (a)
+# right: the quartile band opens downwards only after ~150 steps). The paper's claim is reached from both sides for the
+# target 0; towards negative targets from a chaotic start, the full gradient at the author's lr is too slow here
+# (below: lr 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 9/10
+# networks from g = 0.5 (median max deviation 0.022), 5/10 from g = 1 (0.049) and 0/10 from g = 2 (0.23); k = 32 in
+# 4/10, 0/10, 0/10 (0.051, 0.060, 0.65); the first unflossed exponent stays negative (lambda_17 median -0.11 at g = 0.5,
+# -0.18 at g = 1). The gradient norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1
+# / 2) and by 2.1 / 3.9 / 4.8 after flossing lambda_1 to 0 (panel (d)).
+#
+# **How far to trust the counts.** The standard errors of the exponents after flossing are 0.001-0.003, a
+# twentieth of the tolerance 0.05, so a count moves by the estimate's own error only for networks within a few
+# thousandths of the tolerance (notebook 08: 11 of the 18 counts hold at +-2 stderr, the other 7 could move by one
+# network). Roundoff moves them more: border networks tip over 300 Adam steps, and a network's float bits depend on
+# the CPU and on the threads per shard. The same code on a 2-core Intel Xeon gave counts up to 3 of 10 apart (g = 0.5
+# to 0: 10 against 8; g = 2 to -0.5: 3 against 0, median -0.19; g = 1 to 0: 9 against 7; g = 1, k = 16: 4 against 5;
+# log kappa_16 after flossing 16.5 against 17.3 in figure 2), and the same settings in one process on 2 threads give
+# such differences too. Single counts here therefore carry a spread of about 2-3 of 10.
 #
 # **Why k = 16 from g = 1 reaches the tolerance in only 4-5 of 10 networks: gradient noise, not too few steps.**
 # The same 10 g = 1 networks flossed to 0 with k = 16 in sweeps of their own (other shards than the figure's:

@@ -124,11 +124,13 @@ plotting.record(numbers);
 # %% [markdown]
 # ## What we found
 #
-# **Figure 2, reproduced** (the paper-scale run at the defaults: 10 networks at g = 1, full-gradient flossing with task
-# inputs, medians; `figures/02_fig2_condition_number_numbers.json`). log kappa_16 of the long-term Jacobian after
-# t = 300 steps is 50.8 before flossing, against (lambda_1 - lambda_16) t = 52.4 predicted from the exponents (3%
-# off), and 16.5 after flossing 16 exponents to 0 (4/10 networks with all 16 within 0.05, Wilson 0.17-0.69); for
-# k = 32, 122.6 before (118.3 predicted) and 20.9 after (0/10 with all 32 within 0.05, 0-0.28: the condition number
-# falls by 44 orders of magnitude although the exponents do not all reach 0 in 300 steps).
+# **Figure 2, reproduced** (the paper-scale run at the defaults on a 2-core AMD EPYC: 10 networks at g = 1,
+# full-gradient flossing with task inputs, medians; `figures/02_fig2_condition_number_numbers.json`). log kappa_16 of
+# the long-term Jacobian after t = 300 steps is 50.8 before flossing, against (lambda_1 - lambda_16) t = 52.4 +- 1.4
+# predicted from the exponents (3% off; +- the median over networks of one prediction's standard error, from the
+# exponents' batch-means errors), and 17.3 after flossing 16 exponents to 0 (5/10 networks with all 16 within 0.05,
+# Wilson 0.24-0.76); for k = 32, 122.6 before (118.3 +- 1.6 predicted) and 20.9 after (0/10 with all 32 within 0.05,
+# 0-0.28: the condition number falls by 44 orders of magnitude although the exponents do not all reach 0 in 300 steps).
+# A 2-core Intel Xeon gave 16.5 after flossing 16 (4/10 within 0.05): border networks tip at roundoff (notebook 01).
 #
 # (The same verdict as in `docs/results.md` and the README's table.)
