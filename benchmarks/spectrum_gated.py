@@ -1,13 +1,18 @@
 """The fast engine for LSTM and GRU (``floss_core.spectrum.gated``) against the reference, in two settings.
 
-    python benchmarks/spectrum_gated.py [--part spectrum,training] [--repeats 5] [--threads T] [--quick]
+    python benchmarks/spectrum_gated.py [--part spectrum,qr,training] [--repeats 5] [--threads T] [--quick]
 
 1. spectrum: the default ``lyapunov_spectrum(model, None, k, n_steps=T)`` (fast engine, t_ons="auto") and its
    backward (of the sum of exponents) per network, for a GRU (H = 80) and an LSTM (H = 40, state S = 2H = 80) at
-   S = 80, k = 75, T = 300, E = 16, float64, zero input, gain 1; against ``method="reference"`` (autograd through every
-   step and every ``torch.linalg.qr``) and against the TanhRNN fast engine at N = 80 (same S, k, T, E). Every method
-   is timed on all threads and on one thread; each ratio takes each side on its faster thread count.
-2. training: one step of a user's training loop with a plain ``torch.nn.GRU`` / ``nn.LSTM`` (H = 64, input size 1,
+   S = 80, k = 75, T = 300, E = 16, float64, zero input, gain 1 (the LSTM also at k = H = 40); against
+   ``method="reference"`` (autograd through every step and every ``torch.linalg.qr``) and against the TanhRNN fast
+   engine at N = 80 (same S, k, T, E). Every method is timed on all threads and on one thread; each ratio takes
+   each side on its faster thread count.
+2. qr: what a QR after every step costs alone, the floor of any engine that must orthonormalize every step (as
+   the LSTM here must: its bases spread by 5-6 nats a step): T steps of ``Q <- qr(Q)`` on (E, S, k) and the
+   backward of sum log|diag R|, by ``torch.linalg.qr`` (Householder, what the reference calls) and by an autograd
+   Cholesky QR (Gram, ``cholesky``, ``solve_triangular``), per network.
+3. training: one step of a user's training loop with a plain ``torch.nn.GRU`` / ``nn.LSTM`` (H = 64, input size 1,
    batch_first): a batch of 64 sequences of 64 steps, a linear readout of the last h, cross-entropy over 10 classes,
    backward, Adam step; with ``+ 0.1 * floss_core.adapters.flossing_loss_of(rnn, x[:4], k=8)`` (float32, the
    module's dtype) against the same step without it; also with the reference engine.
@@ -27,6 +32,7 @@ from floss_core import GRU, LSTM, TanhRNN, lyapunov_spectrum
 from floss_core.adapters import flossing_loss_of
 
 SPECTRUM = dict(S=80, k=75, T=300, E=16)
+HALF = "LSTM k=H"  # the LSTM at k = H = S / 2 exponents
 QUICK_SPECTRUM = dict(S=16, k=12, T=60, E=4)
 
 
@@ -45,17 +51,18 @@ def bench_spectrum(repeats: int, size: dict, threads: int):
     dtype = torch.float64
     runs, info = {}, {}
     calls = []
-    for name in ("GRU", "LSTM", "TanhRNN"):
-        model = spectrum_model(name, S, E, dtype)
+    for name in ("GRU", "LSTM", HALF, "TanhRNN"):
+        k_of = S // 2 if name == HALF else k  # the LSTM once more at k = H: only its slowly contracting directions
+        model = spectrum_model(name.split()[0], S, E, dtype)
         h0 = model.initial_state(1, torch.Generator().manual_seed(1))
-        Q0 = torch.randn(E, 1, S, k, generator=torch.Generator().manual_seed(2), dtype=dtype)
+        Q0 = torch.randn(E, 1, S, k_of, generator=torch.Generator().manual_seed(2), dtype=dtype)
         methods = ("fast", "reference") if name != "TanhRNN" else ("fast",)
         for method in methods:
             for n_threads in sorted({1, threads}):
                 key = (name, method, n_threads)
                 info[key] = {}
 
-                def go(model=model, h0=h0, Q0=Q0, method=method, key=key):
+                def go(model=model, h0=h0, Q0=Q0, method=method, key=key, k=k_of):
                     lam = lyapunov_spectrum(model, None, k, n_steps=T, h0=h0, Q0=Q0, method=method,
                                             info=info[key] if method == "fast" else None)
                     lam.sum().backward()
@@ -95,7 +102,7 @@ def print_spectrum(runs, info, size, threads):
     print("\n| cell | fast (threads) | reference (threads) | reference / fast | fast / TanhRNN fast | "
           "1 thread, CPU time: reference / fast, fast / TanhRNN |")
     print("|---|---|---|---|---|---|")
-    for name in ("GRU", "LSTM"):
+    for name in ("GRU", "LSTM", HALF):
         fast, fk = best(runs, name, "fast")
         ref, rk = best(runs, name, "reference")
         cpu = {m: med(runs[(n, m, 1)], 1) for n, m in ((name, "fast"), (name, "reference"))}
@@ -103,6 +110,53 @@ def print_spectrum(runs, info, size, threads):
         print(f"| {name} | {1e3 * med(fast):.1f} ({fk[2]}) | {1e3 * med(ref):.1f} ({rk[2]}) | "
               f"{med(ref) / med(fast):.2f}x | {med(fast) / med(tanh):.2f}x (TanhRNN {1e3 * med(tanh):.1f} ms, "
               f"{tanh_key[2]} threads) | {cpu['reference'] / cpu['fast']:.2f}x, {cpu['fast'] / tanh_cpu:.2f}x |")
+
+
+def bench_qr(repeats: int, size: dict, threads: int):
+    """ms per network of T per-step QRs (forward + backward of sum log|diag R|), Householder and Cholesky, on each
+    thread count: {(name, threads): [(wall, cpu), ...]}."""
+    S, k, T, E = size["S"], size["k"], size["T"], size["E"]
+    A = torch.linalg.qr(torch.randn(E, S, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+
+    def householder():
+        Q, total = A.clone().requires_grad_(), 0.0
+        for _ in range(T):
+            Q, R = torch.linalg.qr(Q)
+            total = total + R.diagonal(dim1=-2, dim2=-1).abs().log().sum()
+        total.backward()
+
+    def cholesky():
+        Q, total = A.clone().requires_grad_(), 0.0
+        for _ in range(T):
+            L = torch.linalg.cholesky(Q.mT @ Q)  # (E, k, k)
+            Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT  # (E, S, k)
+            total = total + L.diagonal(dim1=-2, dim2=-1).log().sum()
+        total.backward()
+
+    runs = {}
+    calls = [((name, n), go, n) for name, go in (("Householder", householder), ("Cholesky", cholesky))
+             for n in sorted({1, threads})]
+    for key, go, n in calls:
+        torch.set_num_threads(n)
+        go()  # warm-up
+        runs[key] = []
+    for _ in range(repeats):
+        for key, go, n in calls:
+            torch.set_num_threads(n)
+            wall, cpu = timed(go, "cpu")
+            runs[key].append((wall / E, cpu / E))
+    torch.set_num_threads(threads)
+    return runs
+
+
+def print_qr(runs, size):
+    S, k, T, E = size["S"], size["k"], size["T"], size["E"]
+    print(f"\n## a QR after every step alone: T = {T} QRs of (E = {E}, S = {S}, k = {k}), float64, forward + backward;"
+          " ms per network")
+    print("| QR | threads | wall min / median | CPU median |")
+    print("|---|---|---|---|")
+    for (name, n), r in runs.items():
+        print(f"| {name} | {n} | {1e3 * min(w for w, _ in r):.1f} / {1e3 * med(r):.1f} | {1e3 * med(r, 1):.1f} |")
 
 
 def bench_training(repeats: int, threads: int, quick: bool):
@@ -160,7 +214,8 @@ def print_training(rows, quick: bool):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", default="spectrum,training", help="spectrum, training or both (comma separated)")
+    ap.add_argument("--part", default="spectrum,qr,training",
+                    help="spectrum, qr, training, or several (comma separated)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
                     help="threads (default: torch's default, all cores); every method also runs on one thread")
@@ -174,6 +229,9 @@ def main():
         size = QUICK_SPECTRUM if args.quick else SPECTRUM
         runs, info = bench_spectrum(repeats, size, args.threads)
         print_spectrum(runs, info, size, args.threads)
+    if "qr" in parts:
+        size = QUICK_SPECTRUM if args.quick else SPECTRUM
+        print_qr(bench_qr(repeats, size, args.threads), size)
     if "training" in parts:
         print_training(bench_training(repeats, args.threads, args.quick), args.quick)
 

@@ -310,3 +310,24 @@ def test_from_torch_of_a_stacked_module_raises_and_says_what_to_use():
     with pytest.raises(ValueError, match=r"num_layers=2.*single-layer.*adapters\.spectrum / flossing_loss_of"):
         from_torch(nn.GRU(2, 4, num_layers=2))
     assert from_torch(nn.GRU(2, 4, num_layers=1)).hidden_size == 4  # a single layer still copies
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_step_with_torchs_cell_op_has_the_bits_of_the_layer_by_layer_step(kind, dtype, bias):
+    """stacked_step runs the LSTM and the tanh / relu RNN with torch's own cell op; on the CPU it gives the bits of
+    the written-out layer step that the tangent step uses (so the reference and the fast engine see one trajectory)."""
+    from floss_core.cells.stacked import _layer, stacked_step
+    g, (G, H, I, B, L) = gen(70), (4 if kind == "LSTM" else 1, 64, 3, 16, 2)
+    width = (2 if kind == "LSTM" else 1) * H
+    layers = [(torch.randn(G * H, I if l == 0 else H, generator=g, dtype=dtype) / 2,
+               torch.randn(G * H, H, generator=g, dtype=dtype) / 8,
+               torch.randn(G * H, generator=g, dtype=dtype) if bias else None,
+               torch.randn(G * H, generator=g, dtype=dtype) if bias else None) for l in range(L)]
+    h, x = torch.randn(B, L * width, generator=g, dtype=dtype), torch.randn(B, I, generator=g, dtype=dtype)
+    inp, written = x, []
+    for l, weights in enumerate(layers):
+        s_new, inp, _ = _layer(kind, weights, inp, h[:, l * width:(l + 1) * width])
+        written.append(s_new)
+    assert torch.equal(stacked_step(kind, layers, h, x), torch.cat(written, dim=-1))
