@@ -172,20 +172,20 @@ plotting.record(numbers);
 #
 # **Figure 1, reproduced from stable starts, partly from the chaotic one** (the paper-scale run at the defaults above,
 # on a 2-core AMD EPYC: 10 networks per gain and target, full gradient, task inputs, 300 flossing steps at lr 1e-3;
-# numbers in `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals, and beside every exponent its batch-means
-# standard error, `<key>_stderr`, from `spectrum_estimate` on the same 2000-step trajectories). Flossing lambda_1
-# (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.882 +- 0.003 before): median after -0.015 / -0.496 /
-# -0.991 (stderr 0.002 / 0.001 / 0.003) for the targets 0 / -0.5 / -1, within 0.05 in 8/10 (0.49-0.94), 10/10
-# (0.72-1), 7/10 (0.40-0.89) networks; from g = 1 (-0.334 +- 0.003 before): -0.040 / -0.498 / -0.992, 7/10
-# (0.40-0.89), 10/10, 10/10. From the chaotic g = 2 (+0.061 +- 0.002 before) it reaches 0 (median 0.009, 6/10 within
-# 0.05, 0.31-0.83), but neither -0.5 nor -1 (0/10 each, 0-0.28; medians +0.033 and -0.007) within 300 steps (panel (a)
-# right: the quartile band opens downwards only after ~150 steps). The paper's claim is reached from both sides for the
-# target 0; towards negative targets from a chaotic start, the full gradient at the author's lr is too slow here
-# (below: lr 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05) in 9/10
-# networks from g = 0.5 (median max deviation 0.022), 5/10 from g = 1 (0.049) and 0/10 from g = 2 (0.23); k = 32 in
-# 4/10, 0/10, 0/10 (0.051, 0.060, 0.65); the first unflossed exponent stays negative (lambda_17 median -0.11 at g = 0.5,
-# -0.18 at g = 1). The gradient norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 / 1
-# / 2) and by 2.1 / 3.9 / 4.8 after flossing lambda_1 to 0 (panel (d)).
+# numbers in `figures/01_fig1_flossing_numbers.json`, 95% Wilson intervals; beside every exponent, `<key>_stderr`, the
+# median over the networks of one network's batch-means standard error, from `spectrum_estimate` on the same 2000-step
+# trajectories; "+-" below). Flossing lambda_1 (k = 1) brings it to the target from g = 0.5 (lambda_1 = -0.882 +- 0.003
+# before): median after -0.015 / -0.496 / -0.991 (stderr 0.002 / 0.001 / 0.003) for the targets 0 / -0.5 / -1, within
+# 0.05 in 8/10 (0.49-0.94), 10/10 (0.72-1), 7/10 (0.40-0.89) networks; from g = 1 (-0.334 +- 0.003 before): -0.040 /
+# -0.498 / -0.992, 7/10 (0.40-0.89), 10/10, 10/10. From the chaotic g = 2 (+0.061 +- 0.002 before) it reaches 0 (median
+# 0.009, 6/10 within 0.05, 0.31-0.83), but neither -0.5 nor -1 (0/10 each, 0-0.28; medians +0.033 and -0.007) within 300
+# steps (panel (a) right: the quartile band opens downwards only after ~150 steps). The paper's claim is reached from
+# both sides for the target 0; towards negative targets from a chaotic start, the full gradient at the author's lr is
+# too slow here (below: lr 1e-2 reaches -0.5 in 3 of 4). Flossing k = 16 exponents to 0 converges (all 16 within 0.05)
+# in 9/10 networks from g = 0.5 (median max deviation 0.022), 5/10 from g = 1 (0.049) and 0/10 from g = 2 (0.23); k = 32
+# in 4/10, 0/10, 0/10 (0.051, 0.060, 0.65); the first unflossed exponent stays negative (lambda_17 median -0.11 at g =
+# 0.5, -0.18 at g = 1). The gradient norm over 300 lags changes by 112.6 / 39.4 / 9.6 decades before flossing (g = 0.5 /
+# 1 / 2) and by 2.1 / 3.9 / 4.8 after flossing lambda_1 to 0 (panel (d)).
 #
 # **How far to trust the counts.** The standard errors of the exponents after flossing are 0.001-0.003, a
 # twentieth of the tolerance 0.05, so a count moves by the estimate's own error only for networks within a few
