@@ -49,8 +49,7 @@ def spectrum_model(name: str, S: int, E: int, dtype):
 def bench_spectrum(repeats: int, size: dict, threads: int):
     S, k, T, E = size["S"], size["k"], size["T"], size["E"]
     dtype = torch.float64
-    runs, info = {}, {}
-    calls = []
+    info, calls = {}, []
     for name in ("GRU", "LSTM", HALF, "TanhRNN"):
         k_of = S // 2 if name == HALF else k  # the LSTM once more at k = H: only its slowly contracting directions
         model = spectrum_model(name.split()[0], S, E, dtype)
@@ -67,14 +66,21 @@ def bench_spectrum(repeats: int, size: dict, threads: int):
                                             info=info[key] if method == "fast" else None)
                     lam.sum().backward()
                 calls.append((key, go, n_threads))
-                runs[key] = []
-    for _ in range(repeats):
+    return interleaved(calls, repeats, E, threads), info
+
+
+def interleaved(calls, repeats: int, E: int, threads: int, warm_up: bool = False) -> dict:
+    """Time the calls [(key, fn, n_threads), ...] repeat by repeat, interleaved (a change of load hits all alike),
+    each on its thread count: {key: [(wall, cpu) per network, ...]}; the thread count is ``threads`` after."""
+    runs = {key: [] for key, _, _ in calls}
+    for rep in range(repeats + warm_up):
         for key, go, n_threads in calls:
             torch.set_num_threads(n_threads)
             wall, cpu = timed(go, "cpu")
-            runs[key].append((wall / E, cpu / E))
-            torch.set_num_threads(threads)
-    return runs, info
+            if rep >= warm_up:
+                runs[key].append((wall / E, cpu / E))
+    torch.set_num_threads(threads)
+    return runs
 
 
 def med(r, i=0):
@@ -133,20 +139,9 @@ def bench_qr(repeats: int, size: dict, threads: int):
             total = total + L.diagonal(dim1=-2, dim2=-1).log().sum()
         total.backward()
 
-    runs = {}
     calls = [((name, n), go, n) for name, go in (("Householder", householder), ("Cholesky", cholesky))
              for n in sorted({1, threads})]
-    for key, go, n in calls:
-        torch.set_num_threads(n)
-        go()  # warm-up
-        runs[key] = []
-    for _ in range(repeats):
-        for key, go, n in calls:
-            torch.set_num_threads(n)
-            wall, cpu = timed(go, "cpu")
-            runs[key].append((wall / E, cpu / E))
-    torch.set_num_threads(threads)
-    return runs
+    return interleaved(calls, repeats, E, threads, warm_up=True)
 
 
 def print_qr(runs, size):
